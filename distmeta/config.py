@@ -1,0 +1,157 @@
+"""Typed, validated training configuration.
+
+One flat dataclass: every key works the same as a YAML key and as
+``distmeta train --set key=value``. Validation happens before anything runs,
+so a bad value costs one clear line and nothing on disk or in MLflow.
+
+>>> cfg = resolve(overrides=["steps=100", "inner_lr=0.02"])
+>>> cfg.steps, cfg.inner_lr
+(100, 0.02)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain")
+TASKS = ("sinusoid",)
+EXECUTIONS = ("auto", "vmap", "loop")
+OPTIMIZERS = ("adam", "sgd")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to users as one line."""
+
+
+def _key(default, doc, **checks):
+    return field(default=default, metadata={"doc": doc, **checks})
+
+
+def _list_key(default, doc, **checks):
+    return field(default_factory=lambda: list(default), metadata={"doc": doc, **checks})
+
+
+@dataclass(frozen=True)
+class Config:
+    # What is learned.
+    algorithm: str = _key("maml", "meta-learner: " + ", ".join(ALGORITHMS), choices=ALGORITHMS)
+    task: str = _key("sinusoid", "task distribution: " + ", ".join(TASKS), choices=TASKS)
+    shots: int = _key(10, "K, support examples per task", min=1)
+    queries: int = _key(10, "query examples per task", min=1)
+    hidden: list = _list_key([40, 40], "MLP hidden layer widths", min=1)
+    # Inner loop.
+    inner_lr: float = _key(0.01, "inner-loop (fast) SGD learning rate", positive=True)
+    inner_steps: int = _key(1, "inner SGD steps during meta-training", min=1)
+    test_inner_steps: int = _key(10, "inner SGD steps at meta-test and validation", min=0)
+    # Outer loop.
+    steps: int = _key(20000, "meta-training steps", min=1)
+    meta_batch_size: int = _key(25, "tasks per meta-step", min=1)
+    outer_lr: float = _key(0.001, "outer optimizer learning rate", positive=True)
+    outer_optimizer: str = _key("adam", "outer optimizer: adam, sgd", choices=OPTIMIZERS)
+    seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0)
+    # Execution and bookkeeping.
+    execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)
+    threads: int = _key(0, "torch intra-op threads (0: torch's default)", min=0)
+    val_every: int = _key(1000, "validate every N steps (0: only at the end)", min=0)
+    val_tasks: int = _key(200, "held-out validation tasks per validation", min=1)
+    eval_episodes: int = _key(600, "held-out test tasks for the final result", min=1)
+    checkpoint_every: int = _key(1000, "checkpoint every N steps (0: only at the end)", min=0)
+    keep_checkpoints: int = _key(2, "how many step checkpoints to keep", min=1)
+    log_every: int = _key(10, "log metrics to MLflow every N steps", min=1)
+    experiment: str = _key("distmeta", "MLflow experiment name")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def describe() -> str:
+    """Every key with its type, default and meaning, for ``--help-config``."""
+    rows = []
+    for f in dataclasses.fields(Config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append(f"  {f.name:<18} {_type_name(f):<6} {str(default):<10} {f.metadata['doc']}")
+    return "keys (YAML or --set key=value):\n" + "\n".join(rows)
+
+
+def resolve(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
+    values: dict = {}
+    if path is not None:
+        values.update(_read_yaml(Path(path)))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return from_dict(values)
+
+
+def from_dict(values: dict) -> Config:
+    """Build a Config from plain values, checking names, types and ranges."""
+    for key in values:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+    checked = {key: _check(FIELDS[key], value) for key, value in values.items()}
+    config = Config(**checked)
+    _check_combination(config)
+    return config
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return values
+
+
+def _type_name(f) -> str:
+    return {int: "int", float: "float", str: "str", list: "list"}[_base_type(f)]
+
+
+def _base_type(f):
+    return {"int": int, "float": float, "str": str, "list": list}[str(f.type)]
+
+
+def _check(f, value):
+    kind = _base_type(f)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is list and isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{f.name} must be {_type_name(f)}, got {value!r}")
+    items = value if kind is list else [value]
+    meta = f.metadata
+    for item in items:
+        if kind is list and (not isinstance(item, int) or isinstance(item, bool)):
+            raise ConfigError(f"{f.name} must be a list of ints, got {value!r}")
+        if "choices" in meta and item not in meta["choices"]:
+            close = difflib.get_close_matches(str(item), meta["choices"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{f.name} must be one of {', '.join(meta['choices'])}; got {item!r}{hint}")
+        if "min" in meta and item < meta["min"]:
+            raise ConfigError(f"{f.name} must be >= {meta['min']}, got {item!r}")
+        if meta.get("positive") and not item > 0:
+            raise ConfigError(f"{f.name} must be > 0, got {item!r}")
+    return value
+
+
+def _check_combination(config: Config) -> None:
+    if config.task == "sinusoid" and config.shots + config.queries > 1000:
+        raise ConfigError("shots + queries must be <= 1000 points per sinusoid task")

@@ -1,0 +1,42 @@
+"""Backbones as ``nn.Module`` architectures plus plain params dicts.
+
+The module holds no state the algorithms use: they pass a params dict to
+``torch.func.functional_call``, so any ``nn.Module`` without buffers works.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from distmeta.models.conv4 import Conv4
+from distmeta.models.mlp import MLP
+
+__all__ = ["MLP", "Conv4", "make_model", "init_params", "apply_fn"]
+
+
+def make_model(config, tasks) -> nn.Module:
+    """The backbone for a config and its task distribution."""
+    return MLP(tasks.input_shape[0], config.hidden, tasks.outputs)
+
+
+def init_params(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Fresh parameters for ``model``, a pure function of ``seed``."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    if any(True for _ in model.buffers()):
+        raise ValueError("models must not hold buffers (use batch statistics, not running ones)")
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def apply_fn(model: nn.Module):
+    """``(params, x) -> prediction`` for ``model``."""
+
+    def apply(params, x):
+        return functional_call(model, params, (x,))
+
+    return apply

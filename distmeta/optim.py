@@ -1,0 +1,95 @@
+"""The outer loop's math over one flat float32 buffer of meta-parameters.
+
+Optimizers are pairs of pure functions, ``init(params) -> state`` and
+``update(grad, state, params) -> (new_params, new_state)``, whose state is a
+dict of tensors, so a checkpoint is a file of tensors and nothing else.
+
+>>> opt = adam(lr=1e-3)
+>>> state = opt.init(torch.zeros(3))
+>>> params, state = opt.update(torch.ones(3), state, torch.zeros(3))
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+
+class Optimizer(NamedTuple):
+    init: Callable
+    update: Callable
+
+
+def sgd(lr: float) -> Optimizer:
+    def init(params):
+        return {"count": torch.zeros((), dtype=torch.int64)}
+
+    def update(grad, state, params):
+        return params - lr * grad, {"count": state["count"] + 1}
+
+    return Optimizer(init, update)
+
+
+def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam (Kingma & Ba, 2015) with bias correction, as torch.optim.Adam."""
+
+    def init(params):
+        zeros = torch.zeros_like(params)
+        return {"count": torch.zeros((), dtype=torch.int64), "mu": zeros, "nu": zeros.clone()}
+
+    def update(grad, state, params):
+        count = state["count"] + 1
+        mu = b1 * state["mu"] + (1 - b1) * grad
+        nu = b2 * state["nu"] + (1 - b2) * grad * grad
+        mu_hat = mu / (1 - b1 ** count.item())
+        nu_hat = nu / (1 - b2 ** count.item())
+        return params - lr * mu_hat / (nu_hat.sqrt() + eps), {"count": count, "mu": mu, "nu": nu}
+
+    return Optimizer(init, update)
+
+
+def make_optimizer(name: str, lr: float) -> Optimizer:
+    return {"adam": adam, "sgd": sgd}[name](lr)
+
+
+def aggregate(task_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of per-task gradients ``(T, P)`` over the finite tasks.
+
+    Returns the mean and a boolean mask of the tasks kept. A task with any
+    non-finite entry is dropped rather than allowed to poison the parameters;
+    when every task is dropped the mean is zero (the step changes nothing but
+    the optimizer's moments decay).
+    """
+    kept = torch.isfinite(task_grads).all(dim=1)
+    if not kept.any():
+        return torch.zeros(task_grads.shape[1], dtype=task_grads.dtype), kept
+    return task_grads[kept].mean(dim=0), kept
+
+
+class FlatSpec(NamedTuple):
+    """Names and shapes that map a flat buffer to a params dict."""
+
+    names: tuple
+    shapes: tuple
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(torch.Size(s).numel()) for s in self.shapes]
+
+
+def flatten(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, FlatSpec]:
+    spec = FlatSpec(tuple(params), tuple(tuple(v.shape) for v in params.values()))
+    return torch.cat([v.reshape(-1) for v in params.values()]).float(), spec
+
+
+def unflatten(flat: torch.Tensor, spec: FlatSpec) -> dict[str, torch.Tensor]:
+    """Views into ``flat`` shaped as the params (no copy)."""
+    parts = torch.split(flat, spec.sizes)
+    return {n: p.view(s) for n, p, s in zip(spec.names, parts, spec.shapes)}
+
+
+def flatten_tasks(grads: dict[str, torch.Tensor], spec: FlatSpec) -> torch.Tensor:
+    """Per-task gradients ``{name: (T, ...)}`` as one ``(T, P)`` matrix."""
+    tasks = next(iter(grads.values())).shape[0]
+    return torch.cat([grads[n].reshape(tasks, -1) for n in spec.names], dim=1)

@@ -1,0 +1,59 @@
+"""The meta-model as an MLflow pyfunc model.
+
+It predicts with the meta-parameters as they are (no adaptation); what it
+stores (architecture config and params as safetensors) is what adapting it
+to a new task needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+PIP_REQUIREMENTS = ["torch", "safetensors", "pyyaml", "numpy", "pandas"]
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+class MetaModel(mlflow.pyfunc.PythonModel):
+    """Regression meta-model: a DataFrame with a column ``x`` in, ``y`` out."""
+
+    def load_context(self, context):
+        from safetensors.torch import load_file
+
+        from distmeta.config import from_dict
+        from distmeta.models import apply_fn, make_model
+        from distmeta.tasks import make_tasks
+
+        state = json.loads(Path(context.artifacts["state"]).read_text())
+        config = from_dict(state["config"])
+        model = make_model(config, make_tasks(config))
+        names = dict(model.named_parameters())
+        self.params = {k: v for k, v in load_file(context.artifacts["params"]).items() if k in names}
+        self.apply = apply_fn(model)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        import torch
+
+        x = torch.tensor(np.asarray(model_input["x"], dtype=np.float32)).unsqueeze(1)
+        with torch.no_grad():
+            y = self.apply(self.params, x).squeeze(1).numpy()
+        return pd.DataFrame({"y": y})
+
+
+def log_meta_model(checkpoint_dir: Path, name: str = "meta_model"):
+    """Log the checkpoint as a pyfunc model in the active run; returns its model info."""
+    example = pd.DataFrame({"x": np.linspace(-5, 5, 5, dtype=np.float32)})
+    signature = mlflow.models.infer_signature(example, pd.DataFrame({"y": np.zeros(5, dtype=np.float32)}))
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=MetaModel(),
+        artifacts={"params": str(checkpoint_dir / "params.safetensors"), "state": str(checkpoint_dir / "state.json")},
+        code_paths=[str(PACKAGE)],
+        pip_requirements=PIP_REQUIREMENTS,
+        signature=signature,
+        input_example=example,
+    )

@@ -1,0 +1,141 @@
+"""The train and evaluate drivers: a MetaTrainer inside an MLflow run.
+
+Everything a command does to disk and to MLflow happens here, after the
+config has been validated, so bad input never leaves a half-recorded run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from distmeta.config import Config, ConfigError
+from distmeta.tasks import TEST, VALIDATION, task_seeds
+from distmeta.training.checkpoint import latest_checkpoint, load_checkpoint, write_config
+from distmeta.training.evaluation import evaluate, sinusoid_fits
+from distmeta.training.setup import build
+from distmeta.training.trainer import MetaTrainer
+
+# Keys that may change when resuming: they do not change the optimisation path.
+RESUMABLE = {"steps", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
+
+
+def default_output(config: Config) -> Path:
+    return Path("runs") / f"{config.algorithm}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_output(config: Config, output: Path, resume: bool):
+    """The checkpoint to resume from (or None), after checking the folder is usable."""
+    existing = latest_checkpoint(output) if output.exists() else None
+    if not resume:
+        if existing is not None:
+            raise ConfigError(f"{output} already holds checkpoints; pass --resume or choose another --output")
+        return None
+    if existing is None:
+        raise ConfigError(f"--resume: no checkpoint in {output}")
+    checkpoint = load_checkpoint(existing)
+    saved = checkpoint.config.to_dict()
+    for key, value in config.to_dict().items():
+        if key not in RESUMABLE and saved[key] != value:
+            raise ConfigError(f"--resume: {key} is {value!r} but the checkpoint was trained with {saved[key]!r}")
+    if checkpoint.step > config.steps:
+        raise ConfigError(f"--resume: checkpoint is at step {checkpoint.step}, beyond steps={config.steps}")
+    return checkpoint
+
+
+def train(config: Config, output: Path | None = None, resume: bool = False, tracking_uri=None, progress: bool = True) -> dict:
+    """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
+    from distmeta.tracking import tracked_run
+
+    output = Path(output) if output else default_output(config)
+    checkpoint = prepare_output(config, output, resume)
+    trainer = MetaTrainer(config, checkpoint)
+    write_config(output, config)
+    run_name = output.name
+    tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": str(output.resolve())}
+    with tracked_run(config.experiment, run_name, tracking_uri, checkpoint and checkpoint.run_id, tags) as tracker:
+        if checkpoint is None:
+            tracker.log_params(config.to_dict())
+        started = time.perf_counter()
+        stats = _fit(trainer, output, tracker, progress)
+        validation = trainer.evaluate(VALIDATION, config.val_tasks)
+        test = trainer.evaluate(TEST, config.eval_episodes)
+        tracker.log_metrics({f"val_{validation.metric}": validation.mean, f"test_{test.metric}": test.mean,
+                             f"test_{test.metric}_ci95": test.ci95}, trainer.step)
+        final = trainer.save(output, tracker.run_id)
+        _log_artifacts(trainer, tracker, final)
+        return {
+            "run_id": tracker.run_id,
+            "output": str(output),
+            "checkpoint": str(final),
+            "steps": trainer.step,
+            "tasks_per_second": stats["tasks"] / stats["seconds"] if stats["seconds"] else None,
+            "seconds": round(time.perf_counter() - started, 2),
+            "validation": {"metric": validation.metric, "value": validation.mean},
+            "test": test._asdict(),
+        }
+
+
+def _fit(trainer: MetaTrainer, output: Path, tracker, progress: bool) -> dict:
+    config = trainer.config
+    stats = {"tasks": 0, "seconds": 0.0}
+    window: dict[str, list] = {}
+    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", disable=not progress,
+               desc=f"{config.algorithm} {config.task}", dynamic_ncols=True)
+    with bar:
+        while trainer.step < config.steps:
+            metrics = trainer.meta_step()
+            stats["tasks"] += config.meta_batch_size
+            stats["seconds"] += metrics["step_time"]
+            for key, value in metrics.items():
+                window.setdefault(key, []).append(value)
+            step = trainer.step
+            if step % config.log_every == 0 or step == config.steps:
+                means = {k: sum(v) / len(v) for k, v in window.items()}
+                means["dropped_tasks"] = sum(window["dropped_tasks"])
+                tracker.log_metrics(means, step)
+                bar.set_postfix(loss=f"{means['train_loss']:.4f}", tasks_s=f"{means['tasks_per_second']:.0f}", refresh=False)
+                window.clear()
+            if config.val_every and step % config.val_every == 0 and step < config.steps:
+                summary = trainer.evaluate(VALIDATION, config.val_tasks)
+                tracker.log_metrics({f"val_{summary.metric}": summary.mean}, step)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                trainer.save(output, tracker.run_id)
+            bar.update(1)
+    return stats
+
+
+def _log_artifacts(trainer: MetaTrainer, tracker, checkpoint: Path) -> None:
+    from distmeta.tracking import plots
+    from distmeta.tracking.models import log_meta_model
+
+    metric = trainer.setup.tasks.metric
+    figure = plots.learning_curve(tracker.history("train_loss"), tracker.history(f"val_{metric}"), metric)
+    tracker.log_figure(figure, "learning_curve.png")
+    if trainer.config.task == "sinusoid":
+        seeds = task_seeds(trainer.config.seed, VALIDATION, 0, 4)
+        fits = sinusoid_fits(trainer.setup, trainer.meta_params, seeds, trainer.config.test_inner_steps)
+        tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
+    info = log_meta_model(checkpoint)
+    tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
+
+
+def evaluate_checkpoint(path: Path, episodes: int | None = None, steps: int | None = None, tracking_uri=None) -> dict:
+    """Meta-test a checkpoint on fresh test tasks, as its own MLflow run."""
+    from distmeta.tracking import tracked_run
+
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.config
+    config = replace(config, eval_episodes=episodes or config.eval_episodes,
+                     test_inner_steps=config.test_inner_steps if steps is None else steps)
+    setup = build(config)
+    tags = {"distmeta.checkpoint": str(checkpoint.path.resolve()), "distmeta.train_run_id": checkpoint.run_id or ""}
+    with tracked_run(config.experiment, f"evaluate-{checkpoint.path.parent.parent.name}", tracking_uri, tags=tags) as tracker:
+        tracker.log_params({"checkpoint": checkpoint.path, "episodes": config.eval_episodes,
+                            "test_inner_steps": config.test_inner_steps, "algorithm": config.algorithm})
+        summary = evaluate(setup, checkpoint.params, TEST, config.eval_episodes, config.test_inner_steps)
+        tracker.log_metrics({f"test_{summary.metric}": summary.mean, f"test_{summary.metric}_ci95": summary.ci95}, checkpoint.step)
+        return {**summary._asdict(), "inner_steps": config.test_inner_steps, "run_id": tracker.run_id}
