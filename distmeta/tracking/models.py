@@ -46,8 +46,8 @@ class MetaModel(mlflow.pyfunc.PythonModel):
 
 def log_meta_model(checkpoint_dir: Path, name: str = "meta_model"):
     """Log the checkpoint as a pyfunc model in the active run; returns its model info."""
-    example = pd.DataFrame({"x": np.linspace(-5, 5, 5, dtype=np.float32)})
-    signature = mlflow.models.infer_signature(example, pd.DataFrame({"y": np.zeros(5, dtype=np.float32)}))
+    example = pd.DataFrame({"x": np.linspace(-5.0, 5.0, 5)})
+    signature = mlflow.models.infer_signature(example, pd.DataFrame({"y": np.zeros(5)}))
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=MetaModel(),
