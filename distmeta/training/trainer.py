@@ -20,7 +20,7 @@ from distmeta.algorithms import meta_gradients
 from distmeta.config import Config
 from distmeta.optim import aggregate, flatten, flatten_tasks, make_optimizer, unflatten
 from distmeta.tasks import TRAIN, task_seeds
-from distmeta.training.checkpoint import Checkpoint, save_checkpoint
+from distmeta.training.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from distmeta.training.evaluation import Summary, evaluate
 from distmeta.training.setup import build
 
@@ -30,7 +30,9 @@ class MetaTrainer:
         self.config = config
         self.setup = build(config)
         self.optimizer = make_optimizer(config.outer_optimizer, config.outer_lr)
-        meta_params = checkpoint.params if checkpoint else self.setup.initial_meta_params()
+        meta_params = self.setup.initial_meta_params()
+        if checkpoint:
+            meta_params = _in_order_of(meta_params, checkpoint)
         self.flat, self.spec = flatten(meta_params)
         self.opt_state = checkpoint.optimizer_state if checkpoint else self.optimizer.init(self.flat)
         self.step = checkpoint.step if checkpoint else 0
@@ -62,3 +64,10 @@ class MetaTrainer:
 
     def save(self, output, run_id=None):
         return save_checkpoint(output, self.step, self.meta_params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
+
+
+def _in_order_of(template: dict, checkpoint: Checkpoint) -> dict:
+    """The checkpoint's params in the model's order (safetensors sorts names)."""
+    if template.keys() != checkpoint.params.keys():
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model's parameters")
+    return {k: checkpoint.params[k] for k in template}

@@ -1,0 +1,68 @@
+"""Config resolution and validation; every shipped config validates."""
+
+from pathlib import Path
+
+import pytest
+
+from distmeta.config import Config, ConfigError, describe, from_dict, resolve
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 50\ninner_lr: 0.1\nhidden: [8, 8]\n")
+    config = resolve(path, ["steps=7", "seed=3"])
+    assert (config.steps, config.inner_lr, config.hidden, config.seed) == (7, 0.1, [8, 8], 3)
+    assert resolve().algorithm == "maml" and resolve().meta_batch_size == 25
+
+
+def test_ints_are_accepted_for_floats():
+    assert from_dict({"inner_lr": 1}).inner_lr == 1.0
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"stepz": 3}, "unknown config key 'stepz' (did you mean 'steps'?)"),
+    ({"steps": "many"}, "steps must be int, got 'many'"),
+    ({"steps": 0}, "steps must be >= 1, got 0"),
+    ({"inner_lr": 0.0}, "inner_lr must be > 0, got 0.0"),
+    ({"outer_lr": -1e-3}, "outer_lr must be > 0, got -0.001"),
+    ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain; got 'mamml' (did you mean 'maml'?)"),
+    ({"hidden": [40, "x"]}, "hidden must be a list of ints, got [40, 'x']"),
+    ({"shots": 995, "queries": 10}, "shots + queries must be <= 1000 points per sinusoid task"),
+    ({"inner_steps": True}, "inner_steps must be int, got True"),
+])
+def test_bad_values_name_the_problem(values, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(values)
+    assert str(err.value) == message
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        resolve(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        resolve(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="expects key=value"):
+        resolve(overrides=["steps"])
+
+
+def test_every_key_is_documented():
+    text = describe()
+    for key in Config.__dataclass_fields__:
+        assert f"  {key} " in text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate_and_say_how_to_run(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# distmeta train --config configs/" + path.name)
+    resolve(path)
+
+
+def test_there_are_shipped_configs():
+    assert len(CONFIGS) >= 5
