@@ -7,6 +7,11 @@ Batch norm uses the statistics of the batch it is given and keeps no running
 statistics (``track_running_stats=False``), as MAML does: every task is
 normalised with its own statistics at meta-training and meta-test alike, and
 nothing leaks from one task to the next.
+
+Each block pools before its ReLU: max-pooling commutes with any increasing
+function, so relu(pool(x)) == pool(relu(x)) and the model is the papers'
+exactly, while the ReLU and its backward touch a quarter of the activations
+(about 30% faster meta-steps on CPU, benchmarks/throughput.py).
 """
 
 from torch import nn
@@ -16,8 +21,8 @@ def _block(channels_in: int, channels_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, 3, padding=1),
         nn.BatchNorm2d(channels_out, track_running_stats=False),
-        nn.ReLU(),
         nn.MaxPool2d(2),
+        nn.ReLU(),
     )
 
 

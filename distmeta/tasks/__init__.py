@@ -1,9 +1,10 @@
 """Task distributions. A task is a pure function of its seed."""
 
 from distmeta.tasks.base import TRAIN, VALIDATION, TEST, Task, task_seed, task_seeds
+from distmeta.tasks.classification import ClassificationLoss, RandomEpisodes
 from distmeta.tasks.sinusoid import Sinusoid
 
-__all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "make_tasks"]
+__all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "ClassificationLoss", "RandomEpisodes", "make_tasks"]
 
 
 def make_tasks(config):
