@@ -23,6 +23,7 @@ ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain")
 TASKS = ("sinusoid",)
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,7 @@ class Config:
     meta_batch_size: int = _key(25, "tasks per meta-step", min=1)
     outer_lr: float = _key(0.001, "outer optimizer learning rate", positive=True)
     outer_optimizer: str = _key("adam", "outer optimizer: adam, sgd", choices=OPTIMIZERS)
+    outer_lr_schedule: str = _key("constant", "outer lr schedule: constant, cosine (to 0 at the last step)", choices=SCHEDULES)
     seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0)
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)

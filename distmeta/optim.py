@@ -11,6 +11,7 @@ dict of tensors, so a checkpoint is a file of tensors and nothing else.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -21,18 +22,35 @@ class Optimizer(NamedTuple):
     update: Callable
 
 
-def sgd(lr: float) -> Optimizer:
+def constant(count: int) -> float:
+    return 1.0
+
+
+def cosine(total_steps: int):
+    """Learning-rate factor decaying from 1 to 0 along half a cosine over ``total_steps``."""
+
+    def factor(count: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(count, total_steps) / total_steps))
+
+    return factor
+
+
+def sgd(lr: float, schedule=constant) -> Optimizer:
     def init(params):
         return {"count": torch.zeros((), dtype=torch.int64)}
 
     def update(grad, state, params):
-        return params - lr * grad, {"count": state["count"] + 1}
+        count = state["count"] + 1
+        return params - lr * schedule(count.item() - 1) * grad, {"count": count}
 
     return Optimizer(init, update)
 
 
-def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
-    """Adam (Kingma & Ba, 2015) with bias correction, as torch.optim.Adam."""
+def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, schedule=constant) -> Optimizer:
+    """Adam (Kingma & Ba, 2015) with bias correction, as torch.optim.Adam.
+
+    ``schedule(step)`` scales the learning rate of update ``step`` (0-based).
+    """
 
     def init(params):
         zeros = torch.zeros_like(params)
@@ -44,13 +62,15 @@ def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Op
         nu = b2 * state["nu"] + (1 - b2) * grad * grad
         mu_hat = mu / (1 - b1 ** count.item())
         nu_hat = nu / (1 - b2 ** count.item())
-        return params - lr * mu_hat / (nu_hat.sqrt() + eps), {"count": count, "mu": mu, "nu": nu}
+        step_lr = lr * schedule(count.item() - 1)
+        return params - step_lr * mu_hat / (nu_hat.sqrt() + eps), {"count": count, "mu": mu, "nu": nu}
 
     return Optimizer(init, update)
 
 
-def make_optimizer(name: str, lr: float) -> Optimizer:
-    return {"adam": adam, "sgd": sgd}[name](lr)
+def make_optimizer(name: str, lr: float, schedule: str = "constant", total_steps: int = 1) -> Optimizer:
+    factor = cosine(total_steps) if schedule == "cosine" else constant
+    return {"adam": adam, "sgd": sgd}[name](lr, schedule=factor)
 
 
 def aggregate(task_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,12 @@
 """Meta-gradients against finite differences and closed forms."""
 
+import contextlib
+
 import pytest
 import torch
 from torch.func import grad
 
-from distmeta.algorithms import fomaml, maml, meta_gradients, metasgd, pretrain, reptile, sgd_steps
+from distmeta.algorithms import fomaml, maml, meta_gradients, metasgd, plain_autograd, pretrain, reptile, sgd_steps
 from distmeta.algorithms.metasgd import PREFIX
 
 
@@ -35,12 +37,14 @@ def _relative_error(a: dict, b: dict) -> float:
     return (num / den).item()
 
 
+@pytest.mark.parametrize("autograd", [False, True], ids=["torch.func", "plain autograd"])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_maml_second_order_matches_finite_differences(tiny, steps):
+def test_maml_second_order_matches_finite_differences(tiny, steps, autograd):
     tasks, apply, params, batch = tiny
     task = batch.index(0)
     algo = maml(apply, tasks, inner_lr=0.05, inner_steps=steps)
-    grads, _ = algo.task_grad(params, task)
+    with plain_autograd() if autograd else contextlib.nullcontext():
+        grads, _ = algo.task_grad(params, task)
     numeric = _finite_difference(lambda p: _query_loss_after(apply, tasks.loss, p, task, 0.05, steps).item(), params)
     assert _relative_error(grads, numeric) < 1e-4
     # The second-order term matters here: the first-order gradient is measurably different.

@@ -1,6 +1,6 @@
 """Meta-learning algorithms as pure torch.func functions (no Ray, no MLflow)."""
 
-from distmeta.algorithms.base import Algorithm, meta_gradients, sgd_steps
+from distmeta.algorithms.base import Algorithm, grad, meta_gradients, plain_autograd, sgd_steps
 from distmeta.algorithms.fomaml import fomaml
 from distmeta.algorithms.maml import maml
 from distmeta.algorithms.metasgd import metasgd
@@ -9,7 +9,7 @@ from distmeta.algorithms.reptile import reptile
 
 REGISTRY = {"maml": maml, "fomaml": fomaml, "metasgd": metasgd, "reptile": reptile, "pretrain": pretrain}
 
-__all__ = ["Algorithm", "meta_gradients", "sgd_steps", "make_algorithm", *REGISTRY]
+__all__ = ["Algorithm", "grad", "meta_gradients", "plain_autograd", "sgd_steps", "make_algorithm", *REGISTRY]
 
 
 def make_algorithm(config, apply, tasks_spec) -> Algorithm:

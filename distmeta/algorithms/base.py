@@ -16,10 +16,12 @@ tasks without knowing the algorithm.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable, NamedTuple
 
 import torch
-from torch.func import grad, vmap
+from torch.func import vmap
 
 Params = dict[str, torch.Tensor]
 
@@ -40,9 +42,52 @@ def meta_gradients(algorithm: Algorithm, meta_params: Params, tasks, execution: 
     if execution == "vmap":
         return vmap(algorithm.task_grad, in_dims=(None, 0), randomness="same")(meta_params, tasks)
     if execution == "loop":
-        results = [algorithm.task_grad(meta_params, tasks.index(i)) for i in range(tasks.num_tasks)]
+        with plain_autograd():
+            results = [algorithm.task_grad(meta_params, tasks.index(i)) for i in range(tasks.num_tasks)]
         return tuple({k: torch.stack([r[part][k] for r in results]) for k in results[0][part]} for part in (0, 1))
     raise ValueError(f"execution must be 'vmap' or 'loop', got {execution!r}")
+
+
+_PLAIN_AUTOGRAD = contextvars.ContextVar("plain_autograd", default=False)
+
+
+@contextlib.contextmanager
+def plain_autograd():
+    """Make ``grad`` use torch.autograd: the loop path's faster twin of torch.func.grad.
+
+    Outside vmap, torch.func's per-op wrapping costs time and buys nothing;
+    the plain autograd tape computes the same derivatives.
+    """
+    token = _PLAIN_AUTOGRAD.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_AUTOGRAD.reset(token)
+
+
+def grad(fn, has_aux: bool = False):
+    """``torch.func.grad(fn, has_aux)`` over a params dict, the first argument.
+
+    Under ``plain_autograd`` the same gradient comes from ``torch.autograd``:
+    at the outermost level the params become leaves and the result carries no
+    graph; inside another ``grad`` (params already require grad) the result
+    keeps its graph, so outer levels differentiate through it.
+    """
+    if not _PLAIN_AUTOGRAD.get():
+        return torch.func.grad(fn, has_aux=has_aux)
+
+    def wrapped(params, *args):
+        outermost = not any(v.requires_grad for v in params.values())
+        with torch.enable_grad():
+            if outermost:
+                params = {k: v.detach().requires_grad_() for k, v in params.items()}
+            out = fn(params, *args)
+            value, aux = out if has_aux else (out, None)
+            grads = torch.autograd.grad(value, tuple(params.values()), create_graph=not outermost, allow_unused=True)
+        grads = {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
+        return (grads, aux) if has_aux else grads
+
+    return wrapped
 
 
 def sgd_steps(apply, loss, params: Params, x, y, lr, steps: int, first_order: bool = False) -> Params:

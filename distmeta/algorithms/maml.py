@@ -7,9 +7,7 @@ included). ``first_order=True`` is FOMAML (see fomaml.py).
 
 from __future__ import annotations
 
-from torch.func import grad
-
-from distmeta.algorithms.base import Algorithm, detached, sgd_steps
+from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
 
 
 def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool = False) -> Algorithm:

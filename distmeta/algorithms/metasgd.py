@@ -9,9 +9,8 @@ theta and alpha meta-learned by the outer loop. The rates start at
 from __future__ import annotations
 
 import torch
-from torch.func import grad
 
-from distmeta.algorithms.base import Algorithm, detached, sgd_steps
+from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
 
 PREFIX = "inner_lr:"
 

@@ -9,9 +9,8 @@ shows what meta-learning adds over joint training.
 from __future__ import annotations
 
 import torch
-from torch.func import grad
 
-from distmeta.algorithms.base import Algorithm, detached, sgd_steps
+from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
 
 
 def pretrain(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import mlflow
@@ -14,8 +13,9 @@ from mlflow.tracking import MlflowClient
 class Tracker:
     """Buffered metric logging into one MLflow run (one batch per flush)."""
 
-    def __init__(self, run_id: str, flush_every: int = 500):
+    def __init__(self, run_id: str, resumed: bool = False, flush_every: int = 500):
         self.run_id = run_id
+        self.resumed = resumed
         self.client = MlflowClient()
         self.flush_every = flush_every
         self._buffer: list[Metric] = []
@@ -57,7 +57,7 @@ def tracked_run(experiment: str, run_name: str, tracking_uri: str | None = None,
     mlflow.set_experiment(experiment)
     run_id = resume_run_id if resume_run_id and _exists(resume_run_id) else None
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags, log_system_metrics=False)
-    tracker = Tracker(run.info.run_id)
+    tracker = Tracker(run.info.run_id, resumed=run_id is not None)
     status = "FAILED"
     try:
         yield tracker
@@ -78,6 +78,3 @@ def _exists(run_id: str) -> bool:
     except Exception:
         return False
 
-
-def tracking_uri_description() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch.func import vmap
 
+from distmeta.algorithms import plain_autograd
 from distmeta.tasks import task_seeds
 
 
@@ -43,7 +44,8 @@ def adapted_metrics(setup, meta_params, tasks, steps: int) -> torch.Tensor:
 
     if setup.execution == "vmap":
         return vmap(one, randomness="same")(tasks)
-    return torch.stack([one(tasks.index(i)) for i in range(tasks.num_tasks)])
+    with plain_autograd():
+        return torch.stack([one(tasks.index(i)) for i in range(tasks.num_tasks)])
 
 
 def evaluate(setup, meta_params, split: int, episodes: int, steps: int, chunk: int = 200) -> Summary:

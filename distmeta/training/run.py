@@ -38,8 +38,9 @@ def prepare_output(config: Config, output: Path, resume: bool):
         raise ConfigError(f"--resume: no checkpoint in {output}")
     checkpoint = load_checkpoint(existing)
     saved = checkpoint.config.to_dict()
+    resumable = RESUMABLE - ({"steps"} if config.outer_lr_schedule != "constant" else set())
     for key, value in config.to_dict().items():
-        if key not in RESUMABLE and saved[key] != value:
+        if key not in resumable and saved[key] != value:
             raise ConfigError(f"--resume: {key} is {value!r} but the checkpoint was trained with {saved[key]!r}")
     if checkpoint.step > config.steps:
         raise ConfigError(f"--resume: checkpoint is at step {checkpoint.step}, beyond steps={config.steps}")
@@ -57,7 +58,7 @@ def train(config: Config, output: Path | None = None, resume: bool = False, trac
     run_name = output.name
     tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": str(output.resolve())}
     with tracked_run(config.experiment, run_name, tracking_uri, checkpoint and checkpoint.run_id, tags) as tracker:
-        if checkpoint is None:
+        if not tracker.resumed:
             tracker.log_params(config.to_dict())
         started = time.perf_counter()
         stats = _fit(trainer, output, tracker, progress)

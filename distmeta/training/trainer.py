@@ -29,7 +29,7 @@ class MetaTrainer:
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None):
         self.config = config
         self.setup = build(config)
-        self.optimizer = make_optimizer(config.outer_optimizer, config.outer_lr)
+        self.optimizer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
         meta_params = self.setup.initial_meta_params()
         if checkpoint:
             meta_params = _in_order_of(meta_params, checkpoint)

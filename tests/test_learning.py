@@ -1,0 +1,34 @@
+"""Short real meta-training runs: MAML must learn to learn, the baseline must not."""
+
+import pytest
+
+from distmeta import TEST, MetaTrainer, resolve
+
+BUDGET = ["steps=1500", "meta_batch_size=25", "shots=10", "seed=0"]
+
+
+def trained(algorithm: str) -> MetaTrainer:
+    trainer = MetaTrainer(resolve(overrides=[*BUDGET, f"algorithm={algorithm}"]))
+    while trainer.step < trainer.config.steps:
+        trainer.meta_step()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def maml_trainer():
+    return trained("maml")
+
+
+def test_maml_beats_pretrained_baseline_by_far(maml_trainer):
+    maml = maml_trainer.evaluate(TEST, episodes=300, steps=10)
+    baseline = trained("pretrain").evaluate(TEST, episodes=300, steps=10)
+    # Measured: MAML ~0.5, pretrain+fine-tune ~3; predicting zero scores E[A^2]/2 ~ 4.2.
+    assert maml.mean + maml.ci95 < 0.33 * (baseline.mean - baseline.ci95)
+    assert maml.mean < 1.0
+
+
+def test_adaptation_is_what_helps(maml_trainer):
+    before = maml_trainer.evaluate(TEST, episodes=300, steps=0)
+    one = maml_trainer.evaluate(TEST, episodes=300, steps=1)
+    ten = maml_trainer.evaluate(TEST, episodes=300, steps=10)
+    assert ten.mean < one.mean < 0.5 * before.mean
