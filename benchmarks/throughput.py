@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from distmeta.algorithms import maml, meta_gradients
 from distmeta.models import MLP, Conv4, apply_fn, init_params
@@ -34,6 +35,14 @@ def cases():
     yield "sinusoid MLP", Sinusoid(10, 10), MLP(), 25, 0.01, None
     for queries in (1, 15):
         yield f"Conv4 5w1s q={queries}", RandomEpisodes(5, 1, queries), Conv4(outputs=5), 32, 0.4, queries
+
+
+def flops_per_task(tasks, model, inner_lr) -> float:
+    """Matmul and convolution FLOPs of one task's meta-gradient (torch's flop counter)."""
+    algo = maml(apply_fn(model), tasks, inner_lr, inner_steps=1)
+    with FlopCounterMode(display=False) as counter:
+        meta_gradients(algo, init_params(model, 0), tasks.sample_batch(task_seeds(0, 0, 0, 1)), "loop")
+    return counter.get_total_flops()
 
 
 def tasks_per_second(tasks, model, meta_batch, inner_lr, execution, steps, repeats) -> float:
@@ -64,8 +73,8 @@ def main() -> None:
     print(f"# {' '.join(['python', *sys.argv])}")
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, median of {repeats} repeats")
-    print("| case | threads | vmap tasks/s | loop tasks/s | loop / vmap | learn2learn tasks/s | best / learn2learn |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | threads | vmap tasks/s | loop tasks/s | loop / vmap | learn2learn tasks/s | best / learn2learn | GFLOP/task | best GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, tasks, model, meta_batch, inner_lr, queries in cases():
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -73,9 +82,11 @@ def main() -> None:
             vmap_rate = tasks_per_second(tasks, model, meta_batch, inner_lr, "vmap", steps, repeats)
             loop_rate = tasks_per_second(tasks, model, meta_batch, inner_lr, "loop", steps, repeats)
             reference = LEARN2LEARN.get((queries, threads))
-            ratio = f"{max(vmap_rate, loop_rate) / reference:.2f}x" if reference else "-"
+            best = max(vmap_rate, loop_rate)
+            ratio = f"{best / reference:.2f}x" if reference else "-"
+            flops = flops_per_task(tasks, model, inner_lr) / 1e9
             print(f"| {name} | {threads} | {vmap_rate:.1f} | {loop_rate:.1f} | {loop_rate / vmap_rate:.2f} | "
-                  f"{reference or '-'} | {ratio} |", flush=True)
+                  f"{reference or '-'} | {ratio} | {flops:.3g} | {best * flops:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -77,8 +78,18 @@ def _train(args) -> int:
           f"{result['tasks_per_second']:.0f} tasks/s")
     print(f"checkpoint: {result['checkpoint']}  MLflow run: {result['run_id']}")
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
     return 0
+
+
+def _json(result: dict) -> str:
+    """Strict JSON: a diverged (non-finite) metric becomes null, not NaN."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(clean(result), allow_nan=False)
 
 
 def _evaluate(args) -> int:
@@ -92,7 +103,7 @@ def _evaluate(args) -> int:
     print(f"{result['metric']} after {result['inner_steps']} steps: {result['mean']:.4f} +- {result['ci95']:.4f} "
           f"(95% CI, {result['episodes']} tasks)")
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
     return 0
 
 
