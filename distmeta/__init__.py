@@ -9,7 +9,7 @@ from distmeta.algorithms import Algorithm, fomaml, maml, meta_gradients, metasgd
 from distmeta.config import Config, ConfigError, resolve
 from distmeta.models import MLP, Conv4, apply_fn, init_params
 from distmeta.tasks import TEST, TRAIN, VALIDATION, Sinusoid, Task, task_seeds
-from distmeta.training.checkpoint import CheckpointError, load_checkpoint
+from distmeta.checkpoint import CheckpointError, load_checkpoint
 from distmeta.training.evaluation import evaluate
 from distmeta.training.trainer import MetaTrainer
 

@@ -27,13 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="YAML config file (see configs/)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key; repeatable")
-    train.add_argument("--output", type=Path, help="folder for the resolved config and checkpoints (default: runs/NAME)")
+    train.add_argument("--output", help="folder for the resolved config and checkpoints (default: runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     train.add_argument("--help-config", action="store_true", help="list every config key and exit")
     _common(train)
 
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
-    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a run's --output folder or a checkpoint folder")
+    evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
     evaluate.add_argument("--episodes", type=int, help="held-out tasks (default: the run's eval_episodes, 600)")
     evaluate.add_argument("--steps", type=int, help="adaptation steps (default: the run's test_inner_steps)")
     _common(evaluate)

@@ -24,6 +24,7 @@ TASKS = ("sinusoid",)
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
+AGGREGATES = ("mean", "trimmed_mean", "median")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,7 @@ class Config:
     outer_lr: float = _key(0.001, "outer optimizer learning rate", positive=True)
     outer_optimizer: str = _key("adam", "outer optimizer: adam, sgd", choices=OPTIMIZERS)
     outer_lr_schedule: str = _key("constant", "outer lr schedule: constant, cosine (to 0 at the last step)", choices=SCHEDULES)
+    aggregate: str = _key("mean", "how task gradients combine: mean, trimmed_mean (10% each side), median", choices=AGGREGATES)
     seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0)
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)

@@ -73,18 +73,32 @@ def make_optimizer(name: str, lr: float, schedule: str = "constant", total_steps
     return {"adam": adam, "sgd": sgd}[name](lr, schedule=factor)
 
 
-def aggregate(task_grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of per-task gradients ``(T, P)`` over the finite tasks.
+AGGREGATES = ("mean", "trimmed_mean", "median")
 
-    Returns the mean and a boolean mask of the tasks kept. A task with any
-    non-finite entry is dropped rather than allowed to poison the parameters;
-    when every task is dropped the mean is zero (the step changes nothing but
-    the optimizer's moments decay).
+
+def aggregate(task_grads: torch.Tensor, how: str = "mean", trim: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine per-task gradients ``(T, P)`` over the finite tasks.
+
+    ``how``: ``mean``; ``trimmed_mean`` (per coordinate, the mean without the
+    ``trim`` fraction of highest and of lowest values, robust to outlier
+    tasks); or ``median`` (per coordinate). Returns the aggregate and a
+    boolean mask of the tasks kept. A task with any non-finite entry is
+    dropped rather than allowed to poison the parameters; when every task is
+    dropped the aggregate is zero.
     """
     kept = torch.isfinite(task_grads).all(dim=1)
-    if not kept.any():
+    finite = task_grads[kept]
+    if finite.shape[0] == 0:
         return torch.zeros(task_grads.shape[1], dtype=task_grads.dtype), kept
-    return task_grads[kept].mean(dim=0), kept
+    if how == "mean":
+        return finite.mean(dim=0), kept
+    if how == "median":
+        return finite.median(dim=0).values, kept
+    if how == "trimmed_mean":
+        cut = int(trim * finite.shape[0])
+        ordered = finite.sort(dim=0).values
+        return ordered[cut : finite.shape[0] - cut].mean(dim=0), kept
+    raise ValueError(f"unknown aggregate {how!r}")
 
 
 class FlatSpec(NamedTuple):

@@ -167,7 +167,7 @@ def test_bad_evaluate_input(tmp_path, trained, tracking_uri, capsys, monkeypatch
     assert "checkpoint not found" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    source = load_checkpoint(trained[0]).path
+    source = Path(load_checkpoint(trained[0]).path)
     for name in ("state.json", "optimizer.safetensors"):
         (corrupt / name).write_bytes((source / name).read_bytes())
     (corrupt / "params.safetensors").write_bytes((source / "params.safetensors").read_bytes()[:100])

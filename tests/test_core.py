@@ -88,3 +88,11 @@ def test_flatten_roundtrip_and_task_matrix():
     per_task = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
     matrix = flatten_tasks(per_task, spec)
     assert torch.equal(matrix[0], flat) and torch.equal(matrix[1], 2 * flat)
+
+
+def test_robust_aggregates():
+    grads = torch.tensor([[1.0], [2.0], [3.0], [4.0], [100.0], [float("nan")]])
+    assert aggregate(grads, "median")[0].item() == 3.0
+    trimmed, kept = aggregate(torch.cat([grads[:5]] * 2), "trimmed_mean", trim=0.1)  # drops one low, one high
+    assert trimmed.item() == pytest.approx((1 + 2 * 2 + 3 * 2 + 4 * 2 + 100) / 8)
+    assert aggregate(grads, "mean")[0].item() == pytest.approx(22.0)

@@ -8,11 +8,13 @@ to a new task needs.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 
 PIP_REQUIREMENTS = ["torch", "safetensors", "pyyaml", "numpy", "pandas"]
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -44,16 +46,21 @@ class MetaModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"y": y})
 
 
-def log_meta_model(checkpoint_dir: Path, name: str = "meta_model"):
-    """Log the checkpoint as a pyfunc model in the active run; returns its model info."""
+def log_meta_model(checkpoint: str, name: str = "meta_model"):
+    """Log a checkpoint (local or URI) as a pyfunc model in the active run; returns its model info."""
+    from distmeta.checkpoint import resolve_location
+
     example = pd.DataFrame({"x": np.linspace(-5.0, 5.0, 5)})
     signature = mlflow.models.infer_signature(example, pd.DataFrame({"y": np.zeros(5)}))
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=MetaModel(),
-        artifacts={"params": str(checkpoint_dir / "params.safetensors"), "state": str(checkpoint_dir / "state.json")},
-        code_paths=[str(PACKAGE)],
-        pip_requirements=PIP_REQUIREMENTS,
-        signature=signature,
-        input_example=example,
-    )
+    fs, path = resolve_location(checkpoint)
+    with tempfile.TemporaryDirectory() as local:
+        pafs.copy_files(path, local, source_filesystem=fs)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MetaModel(),
+            artifacts={"params": f"{local}/params.safetensors", "state": f"{local}/state.json"},
+            code_paths=[str(PACKAGE)],
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=signature,
+            input_example=example,
+        )

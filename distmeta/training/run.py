@@ -6,30 +6,30 @@ config has been validated, so bad input never leaves a half-recorded run.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from tqdm import tqdm
 
 from distmeta.config import Config, ConfigError
 from distmeta.tasks import TEST, VALIDATION, task_seeds
-from distmeta.training.checkpoint import latest_checkpoint, load_checkpoint, write_config
+from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
 from distmeta.training.evaluation import evaluate, sinusoid_fits
-from distmeta.training.setup import build
+from distmeta.setup import build
 from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
 RESUMABLE = {"steps", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
 
 
-def default_output(config: Config) -> Path:
-    return Path("runs") / f"{config.algorithm}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_output(config: Config) -> str:
+    return os.path.join("runs", f"{config.algorithm}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def prepare_output(config: Config, output: Path, resume: bool):
+def prepare_output(config: Config, output: str, resume: bool):
     """The checkpoint to resume from (or None), after checking the folder is usable."""
-    existing = latest_checkpoint(output) if output.exists() else None
+    existing = latest_checkpoint(output)
     if not resume:
         if existing is not None:
             raise ConfigError(f"{output} already holds checkpoints; pass --resume or choose another --output")
@@ -47,16 +47,16 @@ def prepare_output(config: Config, output: Path, resume: bool):
     return checkpoint
 
 
-def train(config: Config, output: Path | None = None, resume: bool = False, tracking_uri=None, progress: bool = True) -> dict:
+def train(config: Config, output: str | None = None, resume: bool = False, tracking_uri=None, progress: bool = True) -> dict:
     """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
     from distmeta.tracking import tracked_run
 
-    output = Path(output) if output else default_output(config)
+    output = _absolute(output or default_output(config))
     checkpoint = prepare_output(config, output, resume)
     trainer = MetaTrainer(config, checkpoint)
     write_config(output, config)
-    run_name = output.name
-    tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": str(output.resolve())}
+    run_name = output.rstrip("/").rsplit("/", 1)[-1]
+    tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": output}
     with tracked_run(config.experiment, run_name, tracking_uri, checkpoint and checkpoint.run_id, tags) as tracker:
         if not tracker.resumed:
             tracker.log_params(config.to_dict())
@@ -70,8 +70,8 @@ def train(config: Config, output: Path | None = None, resume: bool = False, trac
         _log_artifacts(trainer, tracker, final)
         return {
             "run_id": tracker.run_id,
-            "output": str(output),
-            "checkpoint": str(final),
+            "output": output,
+            "checkpoint": final,
             "steps": trainer.step,
             "tasks_per_second": stats["tasks"] / stats["seconds"] if stats["seconds"] else None,
             "seconds": round(time.perf_counter() - started, 2),
@@ -80,7 +80,12 @@ def train(config: Config, output: Path | None = None, resume: bool = False, trac
         }
 
 
-def _fit(trainer: MetaTrainer, output: Path, tracker, progress: bool) -> dict:
+def _absolute(location) -> str:
+    location = str(location)
+    return location if "://" in location else os.path.abspath(location)
+
+
+def _fit(trainer: MetaTrainer, output: str, tracker, progress: bool) -> dict:
     config = trainer.config
     stats = {"tasks": 0, "seconds": 0.0}
     window: dict[str, list] = {}
@@ -109,7 +114,7 @@ def _fit(trainer: MetaTrainer, output: Path, tracker, progress: bool) -> dict:
     return stats
 
 
-def _log_artifacts(trainer: MetaTrainer, tracker, checkpoint: Path) -> None:
+def _log_artifacts(trainer: MetaTrainer, tracker, checkpoint: str) -> None:
     from distmeta.tracking import plots
     from distmeta.tracking.models import log_meta_model
 
@@ -124,7 +129,7 @@ def _log_artifacts(trainer: MetaTrainer, tracker, checkpoint: Path) -> None:
     tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
-def evaluate_checkpoint(path: Path, episodes: int | None = None, steps: int | None = None, tracking_uri=None) -> dict:
+def evaluate_checkpoint(path, episodes: int | None = None, steps: int | None = None, tracking_uri=None) -> dict:
     """Meta-test a checkpoint on fresh test tasks, as its own MLflow run."""
     from distmeta.tracking import tracked_run
 
@@ -133,8 +138,8 @@ def evaluate_checkpoint(path: Path, episodes: int | None = None, steps: int | No
     config = replace(config, eval_episodes=episodes or config.eval_episodes,
                      test_inner_steps=config.test_inner_steps if steps is None else steps)
     setup = build(config)
-    tags = {"distmeta.checkpoint": str(checkpoint.path.resolve()), "distmeta.train_run_id": checkpoint.run_id or ""}
-    with tracked_run(config.experiment, f"evaluate-{checkpoint.path.parent.parent.name}", tracking_uri, tags=tags) as tracker:
+    tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
+    with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         tracker.log_params({"checkpoint": checkpoint.path, "episodes": config.eval_episodes,
                             "test_inner_steps": config.test_inner_steps, "algorithm": config.algorithm})
         summary = evaluate(setup, checkpoint.params, TEST, config.eval_episodes, config.test_inner_steps)

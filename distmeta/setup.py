@@ -7,10 +7,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from distmeta.algorithms import Algorithm, make_algorithm
+from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
 from distmeta.config import Config
 from distmeta.models import MLP, apply_fn, init_params, make_model
-from distmeta.tasks import make_tasks
+from distmeta.optim import FlatSpec, flatten, flatten_tasks
+from distmeta.tasks import TRAIN, make_tasks, task_seed
 
 
 class Setup(NamedTuple):
@@ -20,9 +21,22 @@ class Setup(NamedTuple):
     apply: object
     algorithm: Algorithm
     execution: str
+    spec: FlatSpec  # how a flat buffer of meta-parameters maps to names and shapes
 
     def initial_meta_params(self) -> dict[str, torch.Tensor]:
         return self.algorithm.init(init_params(self.model, self.config.seed))
+
+    def task_gradients(self, meta_params, step: int, indices) -> tuple[torch.Tensor, dict]:
+        """Meta-gradients ``(T, P)`` and metrics ``{name: (T,)}`` of tasks ``indices`` of ``step``.
+
+        The single-process trainer asks for every index of a meta-step, a
+        worker for its shard; the tasks are the same either way.
+        """
+        seeds = [task_seed(self.config.seed, TRAIN, step, i) for i in indices]
+        device = next(iter(meta_params.values())).device
+        batch = self.tasks.sample_batch(seeds).to(device)
+        grads, metrics = meta_gradients(self.algorithm, meta_params, batch, self.execution)
+        return flatten_tasks(grads, self.spec), metrics
 
 
 def build(config: Config) -> Setup:
@@ -32,7 +46,8 @@ def build(config: Config) -> Setup:
     model = make_model(config, tasks)
     apply = apply_fn(model)
     algorithm = make_algorithm(config, apply, tasks)
-    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model))
+    _, spec = flatten(algorithm.init(init_params(model, config.seed)))
+    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model), spec)
 
 
 def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> str:
