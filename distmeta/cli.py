@@ -30,6 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="folder for the resolved config and checkpoints (default: runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     train.add_argument("--help-config", action="store_true", help="list every config key and exit")
+    ray_options = train.add_argument_group("distributed (shorthands for the config keys of the same names)")
+    for flag, kind, text in [
+        ("--workers", int, "MetaWorker actors; 0 runs in this process without Ray (default 2)"),
+        ("--worker-cpus", float, "CPUs (torch threads) per worker (default 1)"),
+        ("--worker-gpus", float, "GPUs per worker; fractions share one GPU (default 0)"),
+        ("--mode", str, "sync (default) or async"),
+        ("--max-staleness", int, "async: recompute gradients older than this many versions (default 2)"),
+        ("--checkpoint-every", int, "checkpoint every K steps"),
+    ]:
+        ray_options.add_argument(flag, type=kind, help=text)
+    ray_options.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS, else a local cluster)")
     _common(train)
 
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
@@ -68,10 +79,13 @@ def _train(args) -> int:
         return 0
     if args.resume and args.output is None:
         raise ConfigError("--resume needs --output DIR (the folder of the run to continue)")
-    config = resolve(args.config, args.overrides)
+    shorthands = ["workers", "worker_cpus", "worker_gpus", "mode", "max_staleness", "checkpoint_every"]
+    overrides = args.overrides + [f"{k}={getattr(args, k)}" for k in shorthands if getattr(args, k) is not None]
+    config = resolve(args.config, overrides)
     from distmeta.training.run import train
 
-    result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty())
+    result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
+                   address=args.address)
     test = result["test"]
     print(f"held-out {test['metric']} after {config.test_inner_steps} steps: {test['mean']:.4f} +- {test['ci95']:.4f} "
           f"(95% CI, {test['episodes']} tasks); {result['steps']} steps in {result['seconds']:.0f} s, "

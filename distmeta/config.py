@@ -24,6 +24,7 @@ TASKS = ("sinusoid",)
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
+MODES = ("sync", "async")
 AGGREGATES = ("mean", "trimmed_mean", "median")
 
 
@@ -59,6 +60,13 @@ class Config:
     outer_lr_schedule: str = _key("constant", "outer lr schedule: constant, cosine (to 0 at the last step)", choices=SCHEDULES)
     aggregate: str = _key("mean", "how task gradients combine: mean, trimmed_mean (10% each side), median", choices=AGGREGATES)
     seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0)
+    # Distribution over Ray (workers=0: one process, no Ray).
+    workers: int = _key(2, "MetaWorker actors (0: single process, no Ray)", min=0)
+    worker_cpus: float = _key(1.0, "CPUs per worker (its torch threads)", positive=True)
+    worker_gpus: float = _key(0.0, "GPUs per worker; fractions share a GPU", min=0)
+    mode: str = _key("sync", "sync: every step waits for all tasks; async: apply shards as they arrive", choices=MODES)
+    max_staleness: int = _key(2, "async: recompute a gradient more than this many versions old", min=0)
+    worker_reduce: bool = _key(False, "workers send the sum and count of their tasks, not per-task gradients")
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)
     threads: int = _key(0, "torch intra-op threads (0: torch's default)", min=0)
@@ -125,11 +133,11 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _type_name(f) -> str:
-    return {int: "int", float: "float", str: "str", list: "list"}[_base_type(f)]
+    return {int: "int", float: "float", str: "str", list: "list", bool: "bool"}[_base_type(f)]
 
 
 def _base_type(f):
-    return {"int": int, "float": float, "str": str, "list": list}[str(f.type)]
+    return {"int": int, "float": float, "str": str, "list": list, "bool": bool}[str(f.type)]
 
 
 def _check(f, value):
@@ -138,7 +146,7 @@ def _check(f, value):
         value = float(value)
     if kind is list and isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{f.name} must be {_type_name(f)}, got {value!r}")
     items = value if kind is list else [value]
     meta = f.metadata
@@ -159,3 +167,7 @@ def _check(f, value):
 def _check_combination(config: Config) -> None:
     if config.task == "sinusoid" and config.shots + config.queries > 1000:
         raise ConfigError("shots + queries must be <= 1000 points per sinusoid task")
+    if config.workers > config.meta_batch_size:
+        raise ConfigError(f"workers ({config.workers}) must be <= meta_batch_size ({config.meta_batch_size})")
+    if config.worker_reduce and config.aggregate != "mean":
+        raise ConfigError("worker_reduce sums on the workers, so it needs aggregate=mean")

@@ -7,6 +7,7 @@ config has been validated, so bad input never leaves a half-recorded run.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import replace
 
@@ -47,13 +48,33 @@ def prepare_output(config: Config, output: str, resume: bool):
     return checkpoint
 
 
-def train(config: Config, output: str | None = None, resume: bool = False, tracking_uri=None, progress: bool = True) -> dict:
-    """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
-    from distmeta.tracking import tracked_run
+def make_trainer(config: Config, checkpoint=None, address: str | None = None):
+    """The single-process trainer for ``workers=0``, else the Ray one."""
+    if config.workers == 0:
+        return MetaTrainer(config, checkpoint)
+    from distmeta.training.distributed import DistributedTrainer
 
+    trainer = DistributedTrainer(config, checkpoint, address)
+    if trainer.dashboard:
+        print(f"Ray dashboard: http://{trainer.dashboard}", file=sys.stderr)
+    return trainer
+
+
+def train(config: Config, output: str | None = None, resume: bool = False, tracking_uri=None, progress: bool = True,
+          address: str | None = None) -> dict:
+    """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
     output = _absolute(output or default_output(config))
     checkpoint = prepare_output(config, output, resume)
-    trainer = MetaTrainer(config, checkpoint)
+    trainer = make_trainer(config, checkpoint, address)
+    try:
+        return _train(trainer, config, output, checkpoint, tracking_uri, progress)
+    finally:
+        trainer.close()
+
+
+def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progress: bool) -> dict:
+    from distmeta.tracking import tracked_run
+
     write_config(output, config)
     run_name = output.rstrip("/").rsplit("/", 1)[-1]
     tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": output}
@@ -85,7 +106,7 @@ def _absolute(location) -> str:
     return location if "://" in location else os.path.abspath(location)
 
 
-def _fit(trainer: MetaTrainer, output: str, tracker, progress: bool) -> dict:
+def _fit(trainer, output: str, tracker, progress: bool) -> dict:
     config = trainer.config
     stats = {"tasks": 0, "seconds": 0.0}
     window: dict[str, list] = {}
@@ -94,7 +115,7 @@ def _fit(trainer: MetaTrainer, output: str, tracker, progress: bool) -> dict:
     with bar:
         while trainer.step < config.steps:
             metrics = trainer.meta_step()
-            stats["tasks"] += config.meta_batch_size
+            stats["tasks"] += round(metrics["tasks_per_second"] * metrics["step_time"])
             stats["seconds"] += metrics["step_time"]
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
@@ -103,7 +124,7 @@ def _fit(trainer: MetaTrainer, output: str, tracker, progress: bool) -> dict:
                 means = {k: sum(v) / len(v) for k, v in window.items()}
                 means["dropped_tasks"] = sum(window["dropped_tasks"])
                 tracker.log_metrics(means, step)
-                bar.set_postfix(loss=f"{means['train_loss']:.4f}", tasks_s=f"{means['tasks_per_second']:.0f}", refresh=False)
+                bar.set_postfix(_postfix(means), refresh=False)
                 window.clear()
             if config.val_every and step % config.val_every == 0 and step < config.steps:
                 summary = trainer.evaluate(VALIDATION, config.val_tasks)
@@ -114,7 +135,15 @@ def _fit(trainer: MetaTrainer, output: str, tracker, progress: bool) -> dict:
     return stats
 
 
-def _log_artifacts(trainer: MetaTrainer, tracker, checkpoint: str) -> None:
+def _postfix(means: dict) -> dict:
+    postfix = {"loss": f"{means['train_loss']:.4f}", "tasks/s": f"{means['tasks_per_second']:.0f}"}
+    if "compute_time" in means:  # distributed: where the step time goes
+        for part in ("compute", "transfer", "aggregate"):
+            postfix[part] = f"{1000 * means[part + '_time']:.1f}ms"
+    return postfix
+
+
+def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     from distmeta.tracking import plots
     from distmeta.tracking.models import log_meta_model
 

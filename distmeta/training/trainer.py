@@ -50,6 +50,9 @@ class MetaTrainer:
         steps = self.config.test_inner_steps if steps is None else steps
         return evaluate(self.setup, self.meta_params, split, episodes, steps)
 
+    def close(self) -> None:
+        """Nothing to release in one process (the distributed trainer stops its actors)."""
+
     def save(self, output, run_id=None):
         return save_checkpoint(output, self.step, self.meta_params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
 

@@ -1,0 +1,61 @@
+"""ParameterServer: the meta-parameters, the outer optimizer, the version."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from distmeta.checkpoint import save_checkpoint
+from distmeta.config import from_dict
+from distmeta.optim import FlatSpec, aggregate, make_optimizer, unflatten
+
+
+class ParameterServer:
+    """Owns one flat float32 buffer of meta-parameters and the optimizer state.
+
+    ``apply`` aggregates a meta-step's task gradients (dropping non-finite
+    tasks), takes one optimizer step and returns the new weights; called with
+    ``num_returns=2``, those weights go to the object store once per version
+    and the driver hands their reference to every worker.
+    """
+
+    def __init__(self, config: dict, spec: FlatSpec, flat: np.ndarray, optimizer_state: dict, step: int):
+        self.config = from_dict(config)
+        self.spec = spec
+        self.flat = torch.tensor(flat)
+        self.optimizer = make_optimizer(self.config.outer_optimizer, self.config.outer_lr,
+                                        self.config.outer_lr_schedule, self.config.steps)
+        self.opt_state = {k: torch.tensor(v) for k, v in optimizer_state.items()}
+        self.step = step
+        self.version = 0
+        self.dropped = 0
+
+    def weights(self) -> np.ndarray:
+        return self.flat.numpy()
+
+    def apply(self, *shards):
+        """One outer step from the shards' gradients; returns (weights, stats)."""
+        start = time.perf_counter()
+        if shards and isinstance(shards[0], tuple):  # reduced on the workers: (sum, count)
+            count = sum(c for _, c in shards)
+            total = torch.tensor(sum(s for s, _ in shards))
+            update, kept = (total / count if count else torch.zeros_like(total)), None
+        else:
+            update, kept = aggregate(torch.from_numpy(np.concatenate(shards)), self.config.aggregate)
+            self.dropped += int((~kept).sum())
+        self.flat, self.opt_state = self.optimizer.update(update, self.opt_state, self.flat)
+        self.step += 1
+        self.version += 1
+        stats = {"version": self.version, "step": self.step, "kept": None if kept is None else kept.numpy(),
+                 "dropped_total": self.dropped, "aggregate_time": time.perf_counter() - start}
+        return self.flat.numpy(), stats
+
+    def checkpoint(self, output: str, run_id=None) -> str:
+        """Save params, optimizer state, step and config (tasks are pure functions of seeds: no RNG state)."""
+        params = unflatten(self.flat, self.spec)
+        return save_checkpoint(output, self.step, params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
+
+    def state(self) -> tuple[np.ndarray, dict, int]:
+        return self.flat.numpy(), {k: v.numpy() for k, v in self.opt_state.items()}, self.step

@@ -1,0 +1,51 @@
+"""MetaWorker: per-task meta-gradients for a shard of a meta-batch."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from distmeta.config import from_dict
+from distmeta.optim import aggregate, unflatten
+from distmeta.setup import build
+
+
+class MetaWorker:
+    """Samples its shard's tasks itself and returns their meta-gradients.
+
+    It keeps nothing between calls but the built model and task distribution,
+    so a restarted worker, or any other, recomputes a shard exactly.
+    """
+
+    def __init__(self, config: dict, threads: int = 1):
+        torch.set_num_threads(max(1, threads))
+        self.config = from_dict(config)
+        self.setup = build(self.config)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int]):
+        """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
+
+        Gradients are ``(T, P)`` float32, or with ``worker_reduce`` the pair
+        (sum over finite tasks, their count) to save bandwidth.
+        """
+        start = time.perf_counter()
+        params = unflatten(torch.tensor(weights, device=self.device), self.setup.spec)
+        grads, metrics = self.setup.task_gradients(params, step, indices)
+        grads = grads.cpu()
+        info = {"version": version, "step": step, "indices": list(indices), "pid": os.getpid(),
+                "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
+        if self.config.worker_reduce:
+            mean, kept = aggregate(grads)
+            grads = (mean.numpy() * int(kept.sum()), int(kept.sum()))
+            info["kept"] = kept.numpy()
+        else:
+            grads = grads.numpy()
+        info["compute_time"] = time.perf_counter() - start
+        return info, grads
+
+    def pid(self) -> int:
+        return os.getpid()

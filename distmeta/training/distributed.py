@@ -1,0 +1,123 @@
+"""The distributed meta-trainer: MetaTrainer's interface over Ray actors.
+
+Sync mode: every meta-step shards the meta-batch's task indices across the
+workers, waits for all of them, and hands their gradients' object references
+to the parameter server, which returns the next weights as another reference
+(the driver never touches gradients or weights). Async mode: each worker
+computes a shard at the newest weights it was given, and the server applies
+shards as they arrive; a gradient more than ``max_staleness`` versions old is
+recomputed at the newest weights instead of applied. Here a step is one
+applied shard of ``ceil(meta_batch_size / workers)`` tasks.
+
+A worker that dies is restarted by Ray, which re-runs its pending calls;
+tasks are pure functions of (seed, step, index), so the rerun is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import ray
+import torch
+
+from distmeta.checkpoint import Checkpoint
+from distmeta.config import Config
+from distmeta.distributed import connect, start_server, start_workers
+from distmeta.optim import make_optimizer, unflatten
+from distmeta.setup import build
+from distmeta.training.evaluation import Summary, evaluate
+from distmeta.training.trainer import initial_state, step_summary
+
+
+class DistributedTrainer:
+    def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None):
+        self.config = config
+        self.dashboard = connect(address)
+        self.setup = build(config)
+        flat, self.spec = initial_state(self.setup, checkpoint)
+        opt_state = checkpoint.optimizer_state if checkpoint else make_optimizer(config.outer_optimizer, config.outer_lr).init(flat)
+        self.step = checkpoint.step if checkpoint else 0
+        self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
+        self.workers = start_workers(config, config.workers)
+        self.weights = self.server.weights.remote()
+        self.version = 0
+        self.shard_size = math.ceil(config.meta_batch_size / config.workers)
+        self.inflight: dict = {}  # async: info ref -> (worker, gradients ref, chunk)
+        self.next_chunk = self.step  # async: the next chunk of tasks to hand out
+        self.recomputed = 0
+
+    @property
+    def meta_params(self) -> dict[str, torch.Tensor]:
+        return unflatten(torch.tensor(ray.get(self.weights)), self.spec)
+
+    @property
+    def opt_state(self) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v) for k, v in ray.get(self.server.state.remote())[1].items()}
+
+    def meta_step(self) -> dict[str, float]:
+        return self._sync_step() if self.config.mode == "sync" else self._async_step()
+
+    def _sync_step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        shards = [s.tolist() for s in np.array_split(np.arange(self.config.meta_batch_size), len(self.workers)) if len(s)]
+        calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard)
+                 for w, shard in zip(self.workers, shards)]
+        infos = ray.get([info for info, _ in calls])
+        self.weights, stats = self.server.apply.options(num_returns=2).remote(*[grads for _, grads in calls])
+        stats = ray.get(stats)
+        self.version, self.step = stats["version"], stats["step"]
+        return self._summary(infos, stats, time.perf_counter() - start)
+
+    def _async_step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        if not self.inflight:
+            for worker in self.workers:
+                self._submit(worker)
+        while True:
+            [ready], _ = ray.wait(list(self.inflight), num_returns=1)
+            worker, grads, chunk = self.inflight.pop(ready)
+            info = ray.get(ready)
+            staleness = self.version - info["version"]
+            if staleness <= self.config.max_staleness:
+                break
+            self.recomputed += 1
+            self._submit(worker, chunk)  # too old: recompute at the newest weights
+        self.weights, stats = self.server.apply.options(num_returns=2).remote(grads)
+        self.version += 1
+        self._submit(worker)
+        stats = ray.get(stats)
+        self.step = stats["step"]
+        summary = self._summary([info], stats, time.perf_counter() - start)
+        summary.update(staleness=staleness, recomputed=self.recomputed)
+        return summary
+
+    def _submit(self, worker, chunk: int | None = None) -> None:
+        if chunk is None:
+            chunk, self.next_chunk = self.next_chunk, self.next_chunk + 1
+        info, grads = worker.compute.options(num_returns=2).remote(self.weights, self.version, chunk, range(self.shard_size))
+        self.inflight[info] = (worker, grads, chunk)
+
+    def _summary(self, infos: list, stats: dict, seconds: float) -> dict[str, float]:
+        metrics = {k: torch.from_numpy(np.concatenate([i["metrics"][k] for i in infos])) for k in infos[0]["metrics"]}
+        kept = stats["kept"] if stats["kept"] is not None else np.concatenate([i["kept"] for i in infos])
+        summary = step_summary(metrics, torch.tensor(kept), seconds)
+        compute = max(i["compute_time"] for i in infos)
+        summary.update(compute_time=compute, aggregate_time=stats["aggregate_time"],
+                       transfer_time=max(0.0, seconds - compute - stats["aggregate_time"]))
+        return summary
+
+    def evaluate(self, split: int, episodes: int, steps: int | None = None) -> Summary:
+        steps = self.config.test_inner_steps if steps is None else steps
+        return evaluate(self.setup, self.meta_params, split, episodes, steps)
+
+    def save(self, output, run_id=None) -> str:
+        return ray.get(self.server.checkpoint.remote(output, run_id))
+
+    def worker_pids(self) -> list[int]:
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def close(self) -> None:
+        for actor in [self.server, *self.workers]:
+            ray.kill(actor)

@@ -1,0 +1,124 @@
+"""The Ray trainer against the single-process one: exact, robust, bounded.
+
+Real actors on a real local Ray cluster (one per module, 4 logical CPUs).
+"""
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from distmeta import TEST, MetaTrainer, resolve
+from distmeta.distributed import start_server, start_workers
+from distmeta.optim import make_optimizer
+from distmeta.setup import build
+from distmeta.training.distributed import DistributedTrainer
+from distmeta.training.trainer import initial_state
+
+BASE = ["steps=20", "meta_batch_size=8", "seed=5", "val_every=0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def train(overrides, hook=None):
+    config = resolve(overrides=[*BASE, *overrides])
+    trainer = MetaTrainer(config) if config.workers == 0 else DistributedTrainer(config)
+    try:
+        steps = []
+        while trainer.step < config.steps:
+            if hook:
+                hook(trainer)
+            steps.append(trainer.meta_step())
+        return trainer.flat.clone() if config.workers == 0 else torch.tensor(ray.get(trainer.weights)), steps, trainer
+    finally:
+        trainer.close()
+
+
+def assert_relative(a, b, tol=1e-5):
+    assert ((a - b).norm() / b.norm()).item() < tol
+
+
+def test_workers_agree_with_the_single_process_trainer():
+    reference, _, _ = train(["workers=0"])
+    for workers in (1, 2, 4):
+        params, _, _ = train([f"workers={workers}"])
+        assert_relative(params, reference)
+    assert not torch.equal(reference, initial_state(build(resolve(overrides=BASE)), None)[0])  # it did train
+
+
+def test_reducing_on_the_workers_gives_the_same_update():
+    reference, _, _ = train(["workers=2"])
+    reduced, _, _ = train(["workers=2", "worker_reduce=true"])
+    assert_relative(reduced, reference)
+
+
+def test_killed_workers_are_restarted_and_no_step_is_lost():
+    reference, _, _ = train(["workers=2"])
+    killed = []
+
+    def kill_one(trainer):
+        pid = trainer.worker_pids()[trainer.step % 2]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    def hook(trainer):
+        if trainer.step in (3, 9):  # killed before the step's calls reach it
+            kill_one(trainer)
+        if trainer.step == 14:  # killed while the step runs
+            threading.Timer(0.001, kill_one, [trainer]).start()
+
+    params, steps, trainer = train(["workers=2"], hook)
+    assert len(killed) == 3 and len(steps) == 20
+    assert all(s["dropped_tasks"] == 0 for s in steps)
+    assert torch.equal(params, reference)
+
+
+def test_non_finite_task_gradients_are_dropped_and_counted():
+    config = resolve(overrides=[*BASE, "workers=2"])
+    setup = build(config)
+    flat, spec = initial_state(setup, None)
+    opt_state = {k: v.numpy() for k, v in make_optimizer("adam", 1e-3).init(flat).items()}
+    server = start_server(config, spec, flat.numpy(), opt_state, 0)
+    workers = start_workers(config, 2)
+    weights = server.weights.remote()
+    for step in range(3):
+        shards = ray.get([w.compute.remote(weights, step, step, [2 * i, 2 * i + 1]) for i, w in enumerate(workers)])
+        grads = [g.copy() for _, g in shards]
+        grads[0][1, 7] = np.nan  # poison one task per step
+        grads[1][0, 0] = np.inf if step == 1 else grads[1][0, 0]
+        weights, stats = server.apply.options(num_returns=2).remote(*grads)
+        stats = ray.get(stats)
+        assert np.isfinite(ray.get(weights)).all()
+        assert stats["kept"].tolist() == [True, False, step != 1, True]
+    assert stats["dropped_total"] == 4
+    for actor in [server, *workers]:
+        ray.kill(actor)
+
+
+def test_async_stays_within_staleness_and_close_to_sync():
+    common = ["workers=2", "steps=1200", "meta_batch_size=10", "seed=0", "val_every=0"]
+    sync = DistributedTrainer(resolve(overrides=common))
+    asynchronous = DistributedTrainer(resolve(overrides=[*common, "mode=async", "max_staleness=1", "steps=2400"]))
+    try:
+        while sync.step < sync.config.steps:
+            sync.meta_step()
+        staleness = []
+        while asynchronous.step < asynchronous.config.steps:
+            staleness.append(asynchronous.meta_step()["staleness"])
+        # Same number of applied tasks: 1200 x 10 = 2400 x 5.
+        assert max(staleness) <= 1 and max(staleness) >= 1  # staleness really occurs, and stays bounded
+        a = asynchronous.evaluate(TEST, episodes=600)
+        s = sync.evaluate(TEST, episodes=600)
+        assert a.mean < 1.2 * s.mean, (a, s)
+    finally:
+        sync.close()
+        asynchronous.close()
