@@ -66,7 +66,7 @@ def test_killed_workers_are_restarted_and_no_step_is_lost():
     killed = []
 
     def kill_one(trainer):
-        pid = trainer.worker_pids()[trainer.step % 2]
+        pid = trainer.worker_locations()[trainer.step % 2]["pid"]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 

@@ -47,5 +47,8 @@ class MetaWorker:
         info["compute_time"] = time.perf_counter() - start
         return info, grads
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> dict:
+        """This worker's process and Ray node."""
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}

@@ -59,15 +59,24 @@ class DistributedTrainer:
     def meta_step(self) -> dict[str, float]:
         return self._sync_step() if self.config.mode == "sync" else self._async_step()
 
-    def _sync_step(self) -> dict[str, float]:
+    def _sync_step(self, attempts: int = 5) -> dict[str, float]:
         start = time.perf_counter()
         shards = [s.tolist() for s in np.array_split(np.arange(self.config.meta_batch_size), len(self.workers)) if len(s)]
-        calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard)
-                 for w, shard in zip(self.workers, shards)]
-        infos = ray.get([info for info, _ in calls])
-        self.weights, stats = self.server.apply.options(num_returns=2).remote(*[grads for _, grads in calls])
-        stats = ray.get(stats)
-        self.version, self.step = stats["version"], stats["step"]
+        for attempt in range(attempts):
+            calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard)
+                     for w, shard in zip(self.workers, shards)]
+            try:
+                infos = ray.get([info for info, _ in calls])
+                weights, stats = self.server.apply.options(num_returns=2).remote(*[grads for _, grads in calls])
+                stats = ray.get(stats)
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+                # A worker (or its node) is gone for good, or took gradients with it
+                # before the server read them (then the server applied nothing).
+                if attempt == attempts - 1:
+                    raise
+                self._replace_dead_workers()
+        self.weights, self.version, self.step = weights, stats["version"], stats["step"]
         return self._summary(infos, stats, time.perf_counter() - start)
 
     def _async_step(self) -> dict[str, float]:
@@ -93,6 +102,15 @@ class DistributedTrainer:
         summary.update(staleness=staleness, recomputed=self.recomputed)
         return summary
 
+    def _replace_dead_workers(self) -> None:
+        """Swap workers that Ray could not restart (e.g. their node left) for new ones."""
+        for i, worker in enumerate(self.workers):
+            try:
+                ray.get(worker.where.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                ray.kill(worker, no_restart=True)
+                self.workers[i] = start_workers(self.config, 1)[0]
+
     def _submit(self, worker, chunk: int | None = None) -> None:
         if chunk is None:
             chunk, self.next_chunk = self.next_chunk, self.next_chunk + 1
@@ -115,8 +133,9 @@ class DistributedTrainer:
     def save(self, output, run_id=None) -> str:
         return ray.get(self.server.checkpoint.remote(output, run_id))
 
-    def worker_pids(self) -> list[int]:
-        return ray.get([w.pid.remote() for w in self.workers])
+    def worker_locations(self) -> list[dict]:
+        """Each worker's process id and Ray node id."""
+        return ray.get([w.where.remote() for w in self.workers])
 
     def close(self) -> None:
         for actor in [self.server, *self.workers]:

@@ -1,0 +1,46 @@
+"""Several Ray nodes on one machine (ray.cluster_utils.Cluster): spread, and survive losing one."""
+
+import pytest
+import ray
+import torch
+from ray.cluster_utils import Cluster
+
+from distmeta import MetaTrainer, resolve
+from distmeta.training.distributed import DistributedTrainer
+
+OVERRIDES = ["steps=12", "meta_batch_size=8", "seed=2", "val_every=0", "workers=2"]
+
+
+@pytest.fixture
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_workers_spread_and_training_survives_a_lost_node(cluster):
+    cluster, nodes = cluster
+    reference = MetaTrainer(resolve(overrides=[*OVERRIDES, "workers=0"]))
+    while reference.step < reference.config.steps:
+        reference.meta_step()
+
+    trainer = DistributedTrainer(resolve(overrides=OVERRIDES))
+    try:
+        placed = {w["node"] for w in trainer.worker_locations()}
+        assert placed == {n.node_id for n in nodes}  # one worker per worker node
+        steps = []
+        while trainer.step < trainer.config.steps:
+            if trainer.step == 4:
+                cluster.remove_node(nodes[1])
+            steps.append(trainer.meta_step())
+        assert trainer.step == 12 and len(steps) == 12
+        assert all(s["dropped_tasks"] == 0 for s in steps)
+        assert {w["node"] for w in trainer.worker_locations()} == {nodes[0].node_id}  # the lost one moved
+        params = torch.tensor(ray.get(trainer.weights))
+        assert ((params - reference.flat).norm() / reference.flat.norm()).item() < 1e-5
+    finally:
+        trainer.close()
