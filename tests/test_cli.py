@@ -89,9 +89,10 @@ def test_evaluate_reproduces_the_training_result(trained, tracking_uri):
     assert zero["inner_steps"] == 0 and zero["mean"] != pytest.approx(summary["mean"], rel=1e-3)
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path, tracking_uri):
-    args = ["train", "--set", "steps=400", "--set", "checkpoint_every=1", "--set", "val_every=0",
-            "--set", "eval_episodes=20", "--set", "val_tasks=20"]
+@pytest.mark.parametrize("workers", [0, 2], ids=["single process", "2 Ray workers"])
+def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path, tracking_uri, workers):
+    args = ["train", "--workers", str(workers), "--set", "steps=400", "--set", "checkpoint_every=1",
+            "--set", "val_every=0", "--set", "eval_episodes=20", "--set", "val_tasks=20"]
     whole = run([*args, "--output", str(tmp_path / "whole")], tracking_uri)
     assert whole.returncode == 0, whole.stderr
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}

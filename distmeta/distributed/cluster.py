@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import ray
 
@@ -12,12 +13,12 @@ from distmeta.distributed.worker import MetaWorker
 
 def connect(address: str | None = None) -> str | None:
     """Join ``address`` (or $RAY_ADDRESS), else start a local cluster; returns the dashboard URL."""
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        context = ray.init(address=address, include_dashboard=None, log_to_driver=False,
-                           logging_level="ERROR", configure_logging=True)
-        return context.dashboard_url or None
-    return None
+    if ray.is_initialized():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+    signal.signal(signal.SIGTERM, handler)  # ray.init replaces it with one that aborts the driver
+    return context.dashboard_url or None
 
 
 def start_server(config, spec, flat, optimizer_state, step):
