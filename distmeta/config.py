@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain")
-TASKS = ("sinusoid",)
+TASKS = ("sinusoid", "random_episodes")
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -44,10 +44,12 @@ def _list_key(default, doc, **checks):
 class Config:
     # What is learned.
     algorithm: str = _key("maml", "meta-learner: " + ", ".join(ALGORITHMS), choices=ALGORITHMS)
-    task: str = _key("sinusoid", "task distribution: " + ", ".join(TASKS), choices=TASKS)
+    task: str = _key("sinusoid", "task distribution: sinusoid, or random_episodes (Omniglot-shaped random images, for speed tests)", choices=TASKS)
     shots: int = _key(10, "K, support examples per task", min=1)
     queries: int = _key(10, "query examples per task", min=1)
+    ways: int = _key(5, "N, classes per episode (classification tasks)", min=2)
     hidden: list = _list_key([40, 40], "MLP hidden layer widths", min=1)
+    filters: int = _key(64, "Conv4 filters per layer (image tasks)", min=1)
     # Inner loop.
     inner_lr: float = _key(0.01, "inner-loop (fast) SGD learning rate", positive=True)
     inner_steps: int = _key(1, "inner SGD steps during meta-training", min=1)

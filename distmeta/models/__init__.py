@@ -17,7 +17,10 @@ __all__ = ["MLP", "Conv4", "make_model", "init_params", "apply_fn"]
 
 
 def make_model(config, tasks) -> nn.Module:
-    """The backbone for a config and its task distribution."""
+    """The backbone for a config and its task distribution: Conv4 for images, else an MLP."""
+    if len(tasks.input_shape) == 3:
+        channels, size, _ = tasks.input_shape
+        return Conv4(channels, config.filters, config.ways, size)
     return MLP(tasks.input_shape[0], config.hidden, tasks.outputs)
 
 

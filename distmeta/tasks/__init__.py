@@ -11,4 +11,6 @@ def make_tasks(config):
     """The task distribution a config names."""
     if config.task == "sinusoid":
         return Sinusoid(shots=config.shots, queries=config.queries)
+    if config.task == "random_episodes":
+        return RandomEpisodes(ways=config.ways, shots=config.shots, queries=config.queries)
     raise ValueError(f"unknown task {config.task!r}")

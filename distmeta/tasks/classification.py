@@ -34,9 +34,13 @@ class RandomEpisodes(ClassificationLoss):
     queries: int = 15
     image_shape: tuple = (1, 28, 28)
 
+    @property
+    def input_shape(self) -> tuple:
+        return self.image_shape
+
     def sample(self, seed: int) -> Task:
         gen = torch.Generator().manual_seed(seed)
-        per_class = self.shots + self.queries
+        per_class = self.shots + self.queries  # shots and queries are per class
         images = torch.rand(self.ways, per_class, *self.image_shape, generator=gen)
         labels = torch.arange(self.ways).unsqueeze(1).expand(self.ways, per_class)
         support = images[:, : self.shots].reshape(-1, *self.image_shape), labels[:, : self.shots].reshape(-1)

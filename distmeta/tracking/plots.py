@@ -15,7 +15,8 @@ def learning_curve(train: tuple, validation: tuple, metric: str):
     if validation[0]:
         ax.plot(*validation, "o-", label=f"validation {metric} (after adaptation)")
     ax.set_xlabel("meta-step")
-    ax.set_yscale("log")
+    if metric == "mse":
+        ax.set_yscale("log")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -154,8 +154,8 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         seeds = task_seeds(trainer.config.seed, VALIDATION, 0, 4)
         fits = sinusoid_fits(trainer.setup, trainer.meta_params, seeds, trainer.config.test_inner_steps)
         tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
-    info = log_meta_model(checkpoint)
-    tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
+        info = log_meta_model(checkpoint)  # regression meta-models; image ones arrive with `generate`
+        tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
 def evaluate_checkpoint(path, episodes: int | None = None, steps: int | None = None, tracking_uri=None) -> dict:
