@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +83,7 @@ def _train(args) -> int:
     shorthands = ["workers", "worker_cpus", "worker_gpus", "mode", "max_staleness", "checkpoint_every"]
     overrides = args.overrides + [f"{k}={getattr(args, k)}" for k in shorthands if getattr(args, k) is not None]
     config = resolve(args.config, overrides)
+    _ray_token_auth(args.address)
     from distmeta.training.run import train
 
     result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
@@ -104,6 +106,13 @@ def _json(result: dict) -> str:
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps(clean(result), allow_nan=False)
+
+
+def _ray_token_auth(address: str | None) -> None:
+    """Joining a `ray start` cluster (Ray >= 2.5x) needs token auth, read when ray is imported."""
+    token = os.environ.get("RAY_AUTH_TOKEN") or Path.home().joinpath(".ray", "auth_token").exists()
+    if (address or os.environ.get("RAY_ADDRESS")) and token and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _evaluate(args) -> int:

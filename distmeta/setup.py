@@ -39,7 +39,7 @@ class Setup(NamedTuple):
         return flatten_tasks(grads, self.spec), metrics
 
 
-def build(config: Config) -> Setup:
+def build(config: Config, device: str = "cpu") -> Setup:
     if config.threads:
         torch.set_num_threads(config.threads)
     tasks = make_tasks(config)
@@ -47,7 +47,7 @@ def build(config: Config) -> Setup:
     apply = apply_fn(model)
     algorithm = make_algorithm(config, apply, tasks)
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
-    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model), spec)
+    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
 
 
 def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> str:

@@ -145,6 +145,11 @@ BAD_TRAIN = [
     (["--set", "shots=999", "--set", "queries=10"], "shots + queries must be <= 1000"),
     (["--config", "missing.yaml"], "config file not found: missing.yaml"),
     (["--resume"], "--resume needs --output DIR"),
+    (["--workers", "-1"], "workers must be >= 0, got -1"),
+    (["--workers", "30"], "workers (30) must be <= meta_batch_size (25)"),
+    (["--mode", "asink"], "mode must be one of sync, async; got 'asink' (did you mean 'async'?)"),
+    (["--worker-gpus", "-0.5"], "worker_gpus must be >= 0, got -0.5"),
+    (["--set", "worker_reduce=true", "--set", "aggregate=median"], "worker_reduce sums on the workers, so it needs aggregate=mean"),
 ]
 
 
@@ -153,6 +158,7 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(args, message, tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     before = len(runs(tracking_uri))
+    capsys.readouterr()  # drop MLflow's store-creation log lines
     out = ["--output", "out"] if "--resume" not in args else []
     assert main(["train", *args, *out]) == 2
     err = capsys.readouterr().err

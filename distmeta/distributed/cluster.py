@@ -15,8 +15,9 @@ def connect(address: str | None = None) -> str | None:
     """Join ``address`` (or $RAY_ADDRESS), else start a local cluster; returns the dashboard URL."""
     if ray.is_initialized():
         return None
+    address = address or os.environ.get("RAY_ADDRESS")
     handler = signal.getsignal(signal.SIGTERM)
-    context = ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+    context = ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     signal.signal(signal.SIGTERM, handler)  # ray.init replaces it with one that aborts the driver
     return context.dashboard_url or None
 

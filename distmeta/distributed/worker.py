@@ -23,8 +23,8 @@ class MetaWorker:
     def __init__(self, config: dict, threads: int = 1):
         torch.set_num_threads(max(1, threads))
         self.config = from_dict(config)
-        self.setup = build(self.config)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.setup = build(self.config, self.device.type)
 
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int]):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
