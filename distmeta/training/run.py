@@ -111,7 +111,7 @@ def _fit(trainer, output: str, tracker, progress: bool) -> dict:
     stats = {"tasks": 0, "seconds": 0.0}
     window: dict[str, list] = {}
     bar = tqdm(total=config.steps, initial=trainer.step, unit="step", disable=not progress,
-               desc=f"{config.algorithm} {config.task}", dynamic_ncols=True)
+               desc=f"{config.algorithm} {config.task}")
     with bar:
         while trainer.step < config.steps:
             metrics = trainer.meta_step()
