@@ -31,7 +31,7 @@ for execution in ("loop", "vmap"):
     print(f"CUDA {execution} vs CPU meta-gradients: relative error {error:.2e}")
     assert error < 1e-3, "CUDA and CPU meta-gradients disagree"
 
-ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 gpus = int(ray.cluster_resources().get("GPU", 0))
 print("| workers | num_gpus each | GPUs used | execution | tasks/s (median of 10 steps) |")
 print("|---|---|---|---|---|")

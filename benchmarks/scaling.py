@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     print(f"# {' '.join(['python', *sys.argv])}")
     print(f"# {platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, ray {ray.__version__}; medians over steps")
     print("| case | trainer | tasks/s | vs 1 worker | step ms | compute ms | transfer ms | aggregate ms | transfer + aggregate |")

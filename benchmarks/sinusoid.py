@@ -3,7 +3,7 @@
     python benchmarks/sinusoid.py                       # every configs/sinusoid_*.yaml
     python benchmarks/sinusoid.py configs/sinusoid_maml_k5.yaml --jobs 2
 
-Each config runs as `distmeta train --config FILE --json` (one intra-op thread
+Each config runs as `distmeta train --config FILE --workers 0 --json` (one process and one intra-op thread
 per job, so two jobs share a 2-core machine without contention); the table
 gives the held-out MSE after the config's test_inner_steps adaptation steps,
 mean +- 95% CI over 600 new sines, and the wall time of the whole command.
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(config: Path, workdir: Path) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(
-        ["distmeta", "train", "--config", str(config), "--set", "threads=1", "--output", str(workdir / config.stem), "--json"],
+        ["distmeta", "train", "--config", str(config), "--workers", "0", "--set", "threads=1", "--output", str(workdir / config.stem), "--json"],
         capture_output=True, text=True, cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": store(workdir)},
     )
     if proc.returncode != 0:

@@ -8,9 +8,10 @@
 
 OUTPUT is a local folder or a URI that ``pyarrow.fs.FileSystem.from_uri``
 understands (``file://``, ``s3://``, ``gs://``, ``hdfs://``). Nothing is ever
-unpickled. A checkpoint is written under a temporary name and moved into
-place, so it is complete or absent however the writer dies (on object stores
-the move is a copy, complete before the temporary is deleted).
+unpickled. ``state.json`` is written last, through a temporary file moved
+into place: a folder without it is an unfinished checkpoint, ignored and
+overwritten, so a checkpoint is complete or absent however the writer dies
+(single-file moves work on object stores too; directory moves do not).
 """
 
 from __future__ import annotations
@@ -58,15 +59,14 @@ def save_checkpoint(output, step: int, params, optimizer_state, config: Config, 
     fs, root = resolve_location(output)
     root = posixpath.join(root, "checkpoints")
     final = posixpath.join(root, f"step-{step:08d}")
-    tmp = posixpath.join(root, f".tmp-step-{step:08d}-{os.getpid()}")
-    fs.create_dir(tmp, recursive=True)
+    if _complete(fs, final):  # this step is saved already, and a step's state never changes
+        return _location(output, final)
+    fs.create_dir(final, recursive=True)
     state = {"format": FORMAT, "step": step, "run_id": run_id, "config": config.to_dict()}
-    _write(fs, tmp, "params.safetensors", save_tensors({k: v.detach().cpu().contiguous() for k, v in params.items()}))
-    _write(fs, tmp, "optimizer.safetensors", save_tensors({k: v.cpu().contiguous() for k, v in optimizer_state.items()}))
-    _write(fs, tmp, "state.json", json.dumps(state, indent=1).encode())
-    if fs.get_file_info(final).type != pafs.FileType.NotFound:
-        fs.delete_dir(final)
-    fs.move(tmp, final)
+    _write(fs, final, "params.safetensors", save_tensors({k: v.detach().cpu().contiguous() for k, v in params.items()}))
+    _write(fs, final, "optimizer.safetensors", save_tensors({k: v.cpu().contiguous() for k, v in optimizer_state.items()}))
+    _write(fs, final, ".state.json.tmp", json.dumps(state, indent=1).encode())
+    fs.move(posixpath.join(final, ".state.json.tmp"), posixpath.join(final, "state.json"))
     for old in _step_dirs(fs, root)[:-keep]:
         fs.delete_dir(old)
     return _location(output, final)
@@ -125,15 +125,18 @@ def _read(fs, folder: str, name: str) -> bytes:
         return stream.read()
 
 
+def _complete(fs, folder: str) -> bool:
+    return fs.get_file_info(posixpath.join(folder, "state.json")).type == pafs.FileType.File
+
+
 def _step_dirs(fs, root: str) -> list[str]:
+    """Complete checkpoint folders under ``root``, oldest first."""
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("step-"))
+    dirs = (i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("step-"))
+    return sorted(d for d in dirs if _complete(fs, d))
 
 
 def _location(output, path: str) -> str:
     """``path`` in the same form as ``output`` (a URI stays a URI)."""
     output = str(output)
-    if "://" in output:
-        scheme = output.split("://", 1)[0]
-        return f"{scheme}://{path}" if scheme != "file" else f"file://{path}"
-    return path
+    return f"{output.split('://', 1)[0]}://{path}" if "://" in output else path

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from distmeta.checkpoint import CheckpointError
 from distmeta.config import ConfigError, describe, resolve
 
 EXIT_USAGE = 2
@@ -62,8 +63,11 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"train": _train, "evaluate": _evaluate}[args.command](args)
-    except (ConfigError, ValueError) as err:
+    except (ConfigError, CheckpointError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionError as err:  # e.g. no Ray cluster at --address
+        print(f"distmeta: error: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)

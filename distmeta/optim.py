@@ -73,9 +73,6 @@ def make_optimizer(name: str, lr: float, schedule: str = "constant", total_steps
     return {"adam": adam, "sgd": sgd}[name](lr, schedule=factor)
 
 
-AGGREGATES = ("mean", "trimmed_mean", "median")
-
-
 def aggregate(task_grads: torch.Tensor, how: str = "mean", trim: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Combine per-task gradients ``(T, P)`` over the finite tasks.
 
@@ -93,7 +90,7 @@ def aggregate(task_grads: torch.Tensor, how: str = "mean", trim: float = 0.1) ->
     if how == "mean":
         return finite.mean(dim=0), kept
     if how == "median":
-        return finite.median(dim=0).values, kept
+        return finite.quantile(0.5, dim=0), kept  # the mean of the two middle values for even counts
     if how == "trimmed_mean":
         cut = int(trim * finite.shape[0])
         ordered = finite.sort(dim=0).values

@@ -53,7 +53,7 @@ def build(config: Config, device: str = "cpu") -> Setup:
 def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> str:
     """``vmap`` or ``loop``: the faster path for this model and device.
 
-    Measured by benchmarks/throughput.py on CPU: vmap is about 15x faster for
+    Measured by benchmarks/throughput.py on CPU: vmap is about 5x faster for
     the sinusoid MLP, while the loop wins for Conv4 (vmap turns per-task
     convolutions into grouped ones, slow on CPU). On CUDA vmap batches tasks
     into fewer, larger kernels.

@@ -186,6 +186,14 @@ def test_bad_evaluate_input(tmp_path, trained, tracking_uri, capsys, monkeypatch
     assert len(runs(tracking_uri)) == before
 
 
+def test_unreachable_services_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db", "--output", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distmeta: error: MLflow tracking store") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_is_never_overwritten(trained, tracking_uri, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     out, _ = trained

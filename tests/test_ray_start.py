@@ -40,4 +40,10 @@ def test_train_joins_a_running_cluster(ray_start_cluster, tmp_path, tracking_uri
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["steps"] == 30 and result["test"]["episodes"] == 20
-    assert "Ray dashboard" not in proc.stderr  # joined, did not start its own cluster
+    # It joined this cluster (rather than starting its own): its actors are in this cluster's GCS.
+    probe = ("import ray; ray.init(address=%r, logging_level='ERROR'); "
+             "print(*[a['ActorClassName'] for a in ray._private.state.actors().values()])" % address)
+    listed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={**env, "RAY_AUTH_MODE": "token"})
+    classes = listed.stdout.split()
+    assert classes.count("MetaWorker") == 2 and classes.count("ParameterServer") == 1, listed.stderr[-1000:]

@@ -7,33 +7,55 @@ import signal
 
 import ray
 
+from distmeta.config import ConfigError
 from distmeta.distributed.server import ParameterServer
 from distmeta.distributed.worker import MetaWorker
 
 
 def connect(address: str | None = None) -> str | None:
-    """Join ``address`` (or $RAY_ADDRESS), else start a local cluster; returns the dashboard URL."""
+    """Join ``address`` (or $RAY_ADDRESS; "auto" finds a `ray start` cluster here), else start a local cluster; returns the dashboard URL."""
     if ray.is_initialized():
         return None
     address = address or os.environ.get("RAY_ADDRESS")
     handler = signal.getsignal(signal.SIGTERM)
-    context = ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    context = ray.init(address=address or "local", log_to_driver=False, logging_level="ERROR")
     signal.signal(signal.SIGTERM, handler)  # ray.init replaces it with one that aborts the driver
     return context.dashboard_url or None
 
 
+MAX_RESTARTS = 10  # per worker: enough for node losses, not a crash loop forever
+
+
 def start_server(config, spec, flat, optimizer_state, step):
-    """The parameter server, on the driver's node; it needs no CPU of its own."""
+    """The parameter server, pinned to the driver's node (which the driver needs alive anyway); it takes no CPU."""
     node = ray.get_runtime_context().get_node_id()
-    placement = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node, soft=True)
+    placement = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node, soft=False)
     actor = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=placement)
     return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
 
 
 def start_workers(config, count: int):
-    """``count`` MetaWorkers spread across nodes; a dead one restarts and Ray re-runs its calls."""
-    actor = ray.remote(MetaWorker).options(
-        num_cpus=config.worker_cpus, num_gpus=config.worker_gpus,
-        max_restarts=-1, max_task_retries=-1, scheduling_strategy="SPREAD",
+    """``count`` MetaWorkers spread across nodes; a dead one restarts and Ray re-runs its calls.
+
+    ``where`` runs in its own concurrency group, so a liveness check never
+    queues behind a long ``compute``.
+    """
+    actor = ray.remote(concurrency_groups={"control": 1})(MetaWorker).options(
+        num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=-1,
+        scheduling_strategy="SPREAD",
     )
-    return [actor.remote(config.to_dict(), int(config.worker_cpus)) for _ in range(count)]
+    return [actor.remote(config.to_dict()) for _ in range(count)]
+
+
+def where(worker, timeout: float | None = None):
+    """A worker's process id and node, answered even while it computes."""
+    return ray.get(worker.where.options(concurrency_group="control").remote(), timeout=timeout)
+
+
+def check_resources(config) -> None:
+    """Fail fast, instead of waiting forever for actors the cluster cannot place."""
+    total = ray.cluster_resources()
+    for name, each in (("CPU", config.worker_cpus), ("GPU", config.worker_gpus)):
+        if each and total.get(name, 0) < config.workers * each:
+            raise ConfigError(f"{config.workers} workers x {each:g} {name} need {config.workers * each:g} {name}s; "
+                              f"the Ray cluster has {total.get(name, 0):g}")

@@ -35,27 +35,30 @@ class ParameterServer:
     def weights(self) -> np.ndarray:
         return self.flat.numpy()
 
-    def apply(self, *shards):
-        """One outer step from the shards' gradients; returns (weights, stats)."""
+    def apply(self, *shards, based_on: int | None = None):
+        """One outer step from the shards' gradients, computed at version ``based_on``; returns (weights, stats).
+
+        A step whose every task was dropped leaves the parameters and the
+        optimizer state as they were.
+        """
         start = time.perf_counter()
         if shards and isinstance(shards[0], tuple):  # reduced on the workers: (sum, count)
             count = sum(c for _, c in shards)
-            total = torch.tensor(sum(s for s, _ in shards))
-            update, kept = (total / count if count else torch.zeros_like(total)), None
+            update, kept = torch.tensor(sum(s for s, _ in shards)) / max(count, 1), None
         else:
             update, kept = aggregate(torch.from_numpy(np.concatenate(shards)), self.config.aggregate)
-            self.dropped += int((~kept).sum())
-        self.flat, self.opt_state = self.optimizer.update(update, self.opt_state, self.flat)
+            count = int(kept.sum())
+            self.dropped += len(kept) - count
+        if count:
+            self.flat, self.opt_state = self.optimizer.update(update, self.opt_state, self.flat)
+        staleness = None if based_on is None else self.version - based_on
         self.step += 1
         self.version += 1
         stats = {"version": self.version, "step": self.step, "kept": None if kept is None else kept.numpy(),
-                 "dropped_total": self.dropped, "aggregate_time": time.perf_counter() - start}
+                 "staleness": staleness, "dropped_total": self.dropped, "aggregate_time": time.perf_counter() - start}
         return self.flat.numpy(), stats
 
     def checkpoint(self, output: str, run_id=None) -> str:
         """Save params, optimizer state, step and config (tasks are pure functions of seeds: no RNG state)."""
         params = unflatten(self.flat, self.spec)
         return save_checkpoint(output, self.step, params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
-
-    def state(self) -> tuple[np.ndarray, dict, int]:
-        return self.flat.numpy(), {k: v.numpy() for k, v in self.opt_state.items()}, self.step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,11 +21,13 @@ class MetaWorker:
     so a restarted worker, or any other, recomputes a shard exactly.
     """
 
-    def __init__(self, config: dict, threads: int = 1):
-        torch.set_num_threads(max(1, threads))
+    def __init__(self, config: dict):
         self.config = from_dict(config)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.setup = build(self.config, self.device.type)
+        torch.set_num_threads(max(1, int(self.config.worker_cpus)))  # its CPUs, not the driver's `threads`
+        # Ray may leave GPUs visible to an actor that asked for none: use one only when asked.
+        gpu = self.config.worker_gpus > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if gpu else "cpu")
+        self.setup = build(replace(self.config, threads=0), self.device.type)
 
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int]):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
@@ -36,8 +39,7 @@ class MetaWorker:
         params = unflatten(torch.tensor(weights, device=self.device), self.setup.spec)
         grads, metrics = self.setup.task_gradients(params, step, indices)
         grads = grads.cpu()
-        info = {"version": version, "step": step, "indices": list(indices), "pid": os.getpid(),
-                "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
+        info = {"version": version, "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
         if self.config.worker_reduce:
             mean, kept = aggregate(grads)
             grads = (mean.numpy() * int(kept.sum()), int(kept.sum()))

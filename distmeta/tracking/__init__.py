@@ -3,6 +3,6 @@
 ``mlflow`` is imported here and nowhere below this layer.
 """
 
-from distmeta.tracking.runs import Tracker, tracked_run
+from distmeta.tracking.runs import Tracker, tracked_run, use_store
 
-__all__ = ["Tracker", "tracked_run"]
+__all__ = ["Tracker", "tracked_run", "use_store"]

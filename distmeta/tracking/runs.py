@@ -9,6 +9,8 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from distmeta.config import ConfigError
+
 
 class Tracker:
     """Buffered metric logging into one MLflow run (one batch per flush)."""
@@ -49,12 +51,21 @@ class Tracker:
             self.client.set_tag(self.run_id, key, str(value))
 
 
+def use_store(experiment: str, tracking_uri: str | None = None) -> None:
+    """Point MLflow at the store and experiment, or raise ConfigError in one line."""
+    try:
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+    except Exception as err:  # MlflowException, connection and filesystem errors alike
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"MLflow tracking store {mlflow.get_tracking_uri()}: {detail}") from None
+
+
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str, tracking_uri: str | None = None, resume_run_id: str | None = None, tags=None):
     """Start (or reopen) a run; end it FINISHED, KILLED on interrupt, FAILED on error."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+    use_store(experiment, tracking_uri)
     run_id = resume_run_id if resume_run_id and _exists(resume_run_id) else None
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags, log_system_metrics=False)
     tracker = Tracker(run.info.run_id, resumed=run_id is not None)

@@ -24,17 +24,17 @@ import torch
 
 from distmeta.checkpoint import Checkpoint
 from distmeta.config import Config
-from distmeta.distributed import connect, start_server, start_workers
+from distmeta.distributed import check_resources, connect, start_server, start_workers, where
 from distmeta.optim import make_optimizer, unflatten
 from distmeta.setup import build
-from distmeta.training.evaluation import Summary, evaluate
-from distmeta.training.trainer import initial_state, step_summary
+from distmeta.training.trainer import MetaTrainer, initial_state, step_summary
 
 
 class DistributedTrainer:
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None):
         self.config = config
         self.dashboard = connect(address)
+        check_resources(config)
         self.setup = build(config)
         flat, self.spec = initial_state(self.setup, checkpoint)
         opt_state = checkpoint.optimizer_state if checkpoint else make_optimizer(config.outer_optimizer, config.outer_lr).init(flat)
@@ -44,17 +44,13 @@ class DistributedTrainer:
         self.weights = self.server.weights.remote()
         self.version = 0
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
-        self.inflight: dict = {}  # async: info ref -> (worker, gradients ref, chunk)
+        self.inflight: dict = {}  # async: info ref -> (worker index, gradients ref, chunk)
         self.next_chunk = self.step  # async: the next chunk of tasks to hand out
         self.recomputed = 0
 
     @property
     def meta_params(self) -> dict[str, torch.Tensor]:
         return unflatten(torch.tensor(ray.get(self.weights)), self.spec)
-
-    @property
-    def opt_state(self) -> dict[str, torch.Tensor]:
-        return {k: torch.tensor(v) for k, v in ray.get(self.server.state.remote())[1].items()}
 
     def meta_step(self) -> dict[str, float]:
         return self._sync_step() if self.config.mode == "sync" else self._async_step()
@@ -82,40 +78,46 @@ class DistributedTrainer:
     def _async_step(self) -> dict[str, float]:
         start = time.perf_counter()
         if not self.inflight:
-            for worker in self.workers:
-                self._submit(worker)
+            for index in range(len(self.workers)):
+                self._submit(index)
         while True:
             [ready], _ = ray.wait(list(self.inflight), num_returns=1)
-            worker, grads, chunk = self.inflight.pop(ready)
-            info = ray.get(ready)
-            staleness = self.version - info["version"]
-            if staleness <= self.config.max_staleness:
+            index, grads, chunk = self.inflight.pop(ready)
+            try:
+                info = ray.get(ready)
+            except ray.exceptions.RayActorError:  # a worker Ray could not restart: replace it, redo its chunk
+                self._replace_dead_workers()
+                self._submit(index, chunk)
+                continue
+            if self.version - info["version"] <= self.config.max_staleness:
                 break
             self.recomputed += 1
-            self._submit(worker, chunk)  # too old: recompute at the newest weights
-        self.weights, stats = self.server.apply.options(num_returns=2).remote(grads)
+            self._submit(index, chunk)  # too old: recompute at the newest weights
+        self.weights, stats = self.server.apply.options(num_returns=2).remote(grads, based_on=info["version"])
         self.version += 1
-        self._submit(worker)
+        self._submit(index)
         stats = ray.get(stats)
         self.step = stats["step"]
         summary = self._summary([info], stats, time.perf_counter() - start)
-        summary.update(staleness=staleness, recomputed=self.recomputed)
+        summary.update(staleness=stats["staleness"], recomputed=self.recomputed)
         return summary
 
     def _replace_dead_workers(self) -> None:
         """Swap workers that Ray could not restart (e.g. their node left) for new ones."""
         for i, worker in enumerate(self.workers):
             try:
-                ray.get(worker.where.remote(), timeout=60)
+                where(worker, timeout=120)  # waits out a restart in progress
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.kill(worker, no_restart=True)
                 self.workers[i] = start_workers(self.config, 1)[0]
 
-    def _submit(self, worker, chunk: int | None = None) -> None:
+    def _submit(self, index: int, chunk: int | None = None) -> None:
+        """Async: worker ``index`` computes ``chunk`` (default: the next new one) at the newest weights."""
         if chunk is None:
             chunk, self.next_chunk = self.next_chunk, self.next_chunk + 1
+        worker = self.workers[index]
         info, grads = worker.compute.options(num_returns=2).remote(self.weights, self.version, chunk, range(self.shard_size))
-        self.inflight[info] = (worker, grads, chunk)
+        self.inflight[info] = (index, grads, chunk)
 
     def _summary(self, infos: list, stats: dict, seconds: float) -> dict[str, float]:
         metrics = {k: torch.from_numpy(np.concatenate([i["metrics"][k] for i in infos])) for k in infos[0]["metrics"]}
@@ -126,16 +128,14 @@ class DistributedTrainer:
                        transfer_time=max(0.0, seconds - compute - stats["aggregate_time"]))
         return summary
 
-    def evaluate(self, split: int, episodes: int, steps: int | None = None) -> Summary:
-        steps = self.config.test_inner_steps if steps is None else steps
-        return evaluate(self.setup, self.meta_params, split, episodes, steps)
+    evaluate = MetaTrainer.evaluate
 
     def save(self, output, run_id=None) -> str:
         return ray.get(self.server.checkpoint.remote(output, run_id))
 
     def worker_locations(self) -> list[dict]:
         """Each worker's process id and Ray node id."""
-        return ray.get([w.where.remote() for w in self.workers])
+        return [where(w) for w in self.workers]
 
     def close(self) -> None:
         for actor in [self.server, *self.workers]:

@@ -48,8 +48,9 @@ def adapted_metrics(setup, meta_params, tasks, steps: int) -> torch.Tensor:
         return torch.stack([one(tasks.index(i)) for i in range(tasks.num_tasks)])
 
 
-def evaluate(setup, meta_params, split: int, episodes: int, steps: int, chunk: int = 200) -> Summary:
-    """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps."""
+def evaluate(setup, meta_params, split: int, episodes: int, steps: int | None = None, chunk: int = 200) -> Summary:
+    """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``)."""
+    steps = setup.config.test_inner_steps if steps is None else steps
     seeds = task_seeds(setup.config.seed, split, 0, episodes)
     values = []
     for start in range(0, episodes, chunk):

@@ -1,4 +1,4 @@
-"""The train and evaluate drivers: a MetaTrainer inside an MLflow run.
+"""The train and evaluate drivers: a trainer (one process or Ray) inside an MLflow run.
 
 Everything a command does to disk and to MLflow happens here, after the
 config has been validated, so bad input never leaves a half-recorded run.
@@ -13,12 +13,13 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from distmeta.config import Config, ConfigError
-from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.training.evaluation import evaluate, sinusoid_fits
+from distmeta.config import Config, ConfigError
 from distmeta.setup import build
-from distmeta.training.trainer import MetaTrainer
+from distmeta.tasks import TEST, VALIDATION, task_seeds
+from distmeta.training.evaluation import evaluate, sinusoid_fits
+from distmeta.optim import unflatten
+from distmeta.training.trainer import MetaTrainer, initial_state
 
 # Keys that may change when resuming: they do not change the optimisation path.
 RESUMABLE = {"steps", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
@@ -63,8 +64,11 @@ def make_trainer(config: Config, checkpoint=None, address: str | None = None):
 def train(config: Config, output: str | None = None, resume: bool = False, tracking_uri=None, progress: bool = True,
           address: str | None = None) -> dict:
     """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
+    from distmeta.tracking import use_store
+
     output = _absolute(output or default_output(config))
     checkpoint = prepare_output(config, output, resume)
+    use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
     trainer = make_trainer(config, checkpoint, address)
     try:
         return _train(trainer, config, output, checkpoint, tracking_uri, progress)
@@ -94,7 +98,7 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
             "output": output,
             "checkpoint": final,
             "steps": trainer.step,
-            "tasks_per_second": stats["tasks"] / stats["seconds"] if stats["seconds"] else None,
+            "tasks_per_second": stats["tasks"] / stats["seconds"] if stats["seconds"] else 0.0,
             "seconds": round(time.perf_counter() - started, 2),
             "validation": {"metric": validation.metric, "value": validation.mean},
             "test": test._asdict(),
@@ -167,10 +171,12 @@ def evaluate_checkpoint(path, episodes: int | None = None, steps: int | None = N
     config = replace(config, eval_episodes=episodes or config.eval_episodes,
                      test_inner_steps=config.test_inner_steps if steps is None else steps)
     setup = build(config)
+    flat, spec = initial_state(setup, checkpoint)  # the checkpoint must fit the model, name by name
+    meta_params = unflatten(flat, spec)
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         tracker.log_params({"checkpoint": checkpoint.path, "episodes": config.eval_episodes,
                             "test_inner_steps": config.test_inner_steps, "algorithm": config.algorithm})
-        summary = evaluate(setup, checkpoint.params, TEST, config.eval_episodes, config.test_inner_steps)
+        summary = evaluate(setup, meta_params, TEST, config.eval_episodes)
         tracker.log_metrics({f"test_{summary.metric}": summary.mean, f"test_{summary.metric}_ci95": summary.ci95}, checkpoint.step)
         return {**summary._asdict(), "inner_steps": config.test_inner_steps, "run_id": tracker.run_id}

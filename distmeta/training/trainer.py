@@ -42,12 +42,13 @@ class MetaTrainer:
         tasks = range(self.config.meta_batch_size)
         grads, metrics = self.setup.task_gradients(self.meta_params, self.step, tasks)
         mean_grad, kept = aggregate(grads, self.config.aggregate)
-        self.flat, self.opt_state = self.optimizer.update(mean_grad, self.opt_state, self.flat)
+        if kept.any():  # a step with every task dropped changes nothing
+            self.flat, self.opt_state = self.optimizer.update(mean_grad, self.opt_state, self.flat)
         self.step += 1
         return step_summary(metrics, kept, time.perf_counter() - start)
 
     def evaluate(self, split: int, episodes: int, steps: int | None = None) -> Summary:
-        steps = self.config.test_inner_steps if steps is None else steps
+        """Meta-test the current meta-parameters (``steps`` defaults to ``test_inner_steps``)."""
         return evaluate(self.setup, self.meta_params, split, episodes, steps)
 
     def close(self) -> None:
@@ -61,7 +62,8 @@ def initial_state(setup, checkpoint: Checkpoint | None):
     """(flat meta-parameters, spec): fresh, or the checkpoint's in the model's order."""
     params = setup.initial_meta_params()
     if checkpoint:
-        if params.keys() != checkpoint.params.keys():
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        if shapes != {k: tuple(v.shape) for k, v in checkpoint.params.items()}:
             raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model's parameters")
         params = {k: checkpoint.params[k] for k in params}  # safetensors sorts names
     return flatten(params)
