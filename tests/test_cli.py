@@ -150,6 +150,8 @@ BAD_TRAIN = [
     (["--mode", "asink"], "mode must be one of sync, async; got 'asink' (did you mean 'async'?)"),
     (["--worker-gpus", "-0.5"], "worker_gpus must be >= 0, got -0.5"),
     (["--set", "worker_reduce=true", "--set", "aggregate=median"], "worker_reduce sums on the workers, so it needs aggregate=mean"),
+    (["--worker-gpus", "1000"], "2 workers x 1000 GPU need 2000 GPUs; the Ray cluster has"),
+    (["--worker-cpus", "64"], "2 workers x 64 CPU need 128 CPUs; the Ray cluster has"),
 ]
 
 
@@ -160,7 +162,11 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(args, message, tm
     before = len(runs(tracking_uri))
     capsys.readouterr()  # drop MLflow's store-creation log lines
     out = ["--output", "out"] if "--resume" not in args else []
-    assert main(["train", *args, *out]) == 2
+    try:
+        assert main(["train", *args, *out]) == 2
+    finally:
+        if "ray" in sys.modules:  # the resource checks start Ray in this process
+            sys.modules["ray"].shutdown()
     err = capsys.readouterr().err
     assert err.startswith("distmeta: error: ") and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
@@ -188,9 +194,9 @@ def test_bad_evaluate_input(tmp_path, trained, tracking_uri, capsys, monkeypatch
 
 def test_unreachable_services_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db", "--output", "out"]) == 2
+    assert main(["train", "--tracking-uri", "nosuchscheme://store", "--set", "steps=1", "--output", "out"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("distmeta: error: MLflow tracking store") and err.count("\n") == 1
+    assert err.startswith("distmeta: error: MLflow tracking store nosuchscheme://store") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 

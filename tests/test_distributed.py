@@ -24,6 +24,7 @@ BASE = ["steps=20", "meta_batch_size=8", "seed=5", "val_every=0"]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    ray.shutdown()  # in case an earlier in-process test left one running
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()

@@ -13,6 +13,7 @@ OVERRIDES = ["steps=12", "meta_batch_size=8", "seed=2", "val_every=0", "workers=
 
 @pytest.fixture
 def cluster():
+    ray.shutdown()  # in case an earlier in-process test left one running
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes()
