@@ -42,9 +42,10 @@ class ParameterServer:
         optimizer state as they were.
         """
         start = time.perf_counter()
-        if shards and isinstance(shards[0], tuple):  # reduced on the workers: (sum, count)
-            count = sum(c for _, c in shards)
-            update, kept = torch.tensor(sum(s for s, _ in shards)) / max(count, 1), None
+        if shards and isinstance(shards[0], tuple):  # reduced on the workers: (sum, kept, tasks)
+            count = sum(c for _, c, _ in shards)
+            update, kept = torch.tensor(sum(s for s, _, _ in shards)) / max(count, 1), None
+            self.dropped += sum(n for *_, n in shards) - count
         else:
             update, kept = aggregate(torch.from_numpy(np.concatenate(shards)), self.config.aggregate)
             count = int(kept.sum())

@@ -32,8 +32,8 @@ class MetaWorker:
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int]):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
 
-        Gradients are ``(T, P)`` float32, or with ``worker_reduce`` the pair
-        (sum over finite tasks, their count) to save bandwidth.
+        Gradients are ``(T, P)`` float32, or with ``worker_reduce`` the triple
+        (sum over finite tasks, their count, all tasks) to save bandwidth.
         """
         start = time.perf_counter()
         params = unflatten(torch.tensor(weights, device=self.device), self.setup.spec)
@@ -42,7 +42,7 @@ class MetaWorker:
         info = {"version": version, "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
         if self.config.worker_reduce:
             mean, kept = aggregate(grads)
-            grads = (mean.numpy() * int(kept.sum()), int(kept.sum()))
+            grads = (mean.numpy() * int(kept.sum()), int(kept.sum()), len(kept))
             info["kept"] = kept.numpy()
         else:
             grads = grads.numpy()
