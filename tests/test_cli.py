@@ -160,7 +160,8 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(args, message, tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     before = len(runs(tracking_uri))
-    capsys.readouterr()  # drop MLflow's store-creation log lines
+    mlflow.set_experiment("distmeta")
+    capsys.readouterr()  # drop MLflow's store- and experiment-creation log lines
     out = ["--output", "out"] if "--resume" not in args else []
     try:
         assert main(["train", *args, *out]) == 2
@@ -192,12 +193,15 @@ def test_bad_evaluate_input(tmp_path, trained, tracking_uri, capsys, monkeypatch
     assert len(runs(tracking_uri)) == before
 
 
-def test_unreachable_services_are_one_line_errors(tmp_path, capsys, monkeypatch):
+def test_unreachable_services_are_one_line_errors(tmp_path, capsys, monkeypatch, tracking_uri):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--tracking-uri", "nosuchscheme://store", "--set", "steps=1", "--output", "out"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("distmeta: error: MLflow tracking store nosuchscheme://store") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", "--output", str(tmp_path / "a-file" / "run"), "--workers", "0", "--tracking-uri", tracking_uri]) == 2
+    assert "cannot write to --output" in capsys.readouterr().err
 
 
 def test_existing_output_is_never_overwritten(trained, tracking_uri, capsys, monkeypatch):

@@ -69,8 +69,12 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     output = _absolute(output or default_output(config))
     checkpoint = prepare_output(config, output, resume)
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
-    trainer = make_trainer(config, checkpoint, address)
+    trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
     try:
+        try:
+            write_config(output, config)
+        except OSError as err:
+            raise ConfigError(f"cannot write to --output {output}: {err.strerror or err}") from None
         return _train(trainer, config, output, checkpoint, tracking_uri, progress)
     finally:
         trainer.close()
@@ -79,7 +83,6 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
 def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progress: bool) -> dict:
     from distmeta.tracking import tracked_run
 
-    write_config(output, config)
     run_name = output.rstrip("/").rsplit("/", 1)[-1]
     tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": output}
     with tracked_run(config.experiment, run_name, tracking_uri, checkpoint and checkpoint.run_id, tags) as tracker:
