@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
+from distmeta.checkpoint import Checkpoint, CheckpointError
 from distmeta.config import Config
 from distmeta.models import MLP, apply_fn, init_params, make_model
-from distmeta.optim import FlatSpec, flatten, flatten_tasks
+from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
 from distmeta.tasks import TRAIN, make_tasks, task_seed
 
 
@@ -25,6 +26,18 @@ class Setup(NamedTuple):
 
     def initial_meta_params(self) -> dict[str, torch.Tensor]:
         return self.algorithm.init(init_params(self.model, self.config.seed))
+
+    def initial_state(self, checkpoint: Checkpoint | None = None) -> tuple[torch.Tensor, dict, int]:
+        """(flat meta-parameters, optimizer state, step): fresh, or a checkpoint's checked against the model."""
+        params = self.initial_meta_params()
+        if checkpoint is None:
+            flat, _ = flatten(params)
+            return flat, outer_optimizer(self.config).init(flat), 0
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        if shapes != {k: tuple(v.shape) for k, v in checkpoint.params.items()}:
+            raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model's parameters")
+        flat, _ = flatten({k: checkpoint.params[k] for k in params})  # the model's order: safetensors sorts names
+        return flat, checkpoint.optimizer_state, checkpoint.step
 
     def task_gradients(self, meta_params, step: int, indices) -> tuple[torch.Tensor, dict]:
         """Meta-gradients ``(T, P)`` and metrics ``{name: (T,)}`` of tasks ``indices`` of ``step``.
@@ -48,6 +61,10 @@ def build(config: Config, device: str = "cpu") -> Setup:
     algorithm = make_algorithm(config, apply, tasks)
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
     return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
+
+
+def outer_optimizer(config: Config) -> Optimizer:
+    return make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
 
 
 def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> str:

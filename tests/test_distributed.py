@@ -14,10 +14,8 @@ import torch
 
 from distmeta import TEST, MetaTrainer, resolve
 from distmeta.distributed import start_server, start_workers
-from distmeta.optim import make_optimizer
 from distmeta.setup import build
 from distmeta.training.distributed import DistributedTrainer
-from distmeta.training.trainer import initial_state
 
 BASE = ["steps=20", "meta_batch_size=8", "seed=5", "val_every=0"]
 
@@ -53,7 +51,7 @@ def test_workers_agree_with_the_single_process_trainer():
     for workers in (1, 2, 4):
         params, _, _ = train([f"workers={workers}"])
         assert_relative(params, reference)
-    assert not torch.equal(reference, initial_state(build(resolve(overrides=BASE)), None)[0])  # it did train
+    assert not torch.equal(reference, build(resolve(overrides=BASE)).initial_state()[0])  # it did train
 
 
 def test_reducing_on_the_workers_gives_the_same_update():
@@ -86,9 +84,8 @@ def test_killed_workers_are_restarted_and_no_step_is_lost():
 def test_non_finite_task_gradients_are_dropped_and_counted():
     config = resolve(overrides=[*BASE, "workers=2"])
     setup = build(config)
-    flat, spec = initial_state(setup, None)
-    opt_state = {k: v.numpy() for k, v in make_optimizer("adam", 1e-3).init(flat).items()}
-    server = start_server(config, spec, flat.numpy(), opt_state, 0)
+    flat, opt_state, _ = setup.initial_state()
+    server = start_server(config, setup.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, 0)
     workers = start_workers(config, 2)
     weights = server.weights.remote()
     for step in range(3):

@@ -9,7 +9,8 @@ import torch
 
 from distmeta.checkpoint import save_checkpoint
 from distmeta.config import from_dict
-from distmeta.optim import FlatSpec, aggregate, make_optimizer, unflatten
+from distmeta.optim import FlatSpec, aggregate, unflatten
+from distmeta.setup import outer_optimizer
 
 
 class ParameterServer:
@@ -25,8 +26,7 @@ class ParameterServer:
         self.config = from_dict(config)
         self.spec = spec
         self.flat = torch.tensor(flat)
-        self.optimizer = make_optimizer(self.config.outer_optimizer, self.config.outer_lr,
-                                        self.config.outer_lr_schedule, self.config.steps)
+        self.optimizer = outer_optimizer(self.config)
         self.opt_state = {k: torch.tensor(v) for k, v in optimizer_state.items()}
         self.step = step
         self.version = 0

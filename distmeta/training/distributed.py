@@ -25,9 +25,9 @@ import torch
 from distmeta.checkpoint import Checkpoint
 from distmeta.config import Config
 from distmeta.distributed import check_resources, connect, start_server, start_workers, where
-from distmeta.optim import make_optimizer, unflatten
+from distmeta.optim import unflatten
 from distmeta.setup import build
-from distmeta.training.trainer import MetaTrainer, initial_state, step_summary
+from distmeta.training.trainer import MetaTrainer, step_summary
 
 
 class DistributedTrainer:
@@ -36,9 +36,8 @@ class DistributedTrainer:
         self.dashboard = connect(address)
         check_resources(config)
         self.setup = build(config)
-        flat, self.spec = initial_state(self.setup, checkpoint)
-        opt_state = checkpoint.optimizer_state if checkpoint else make_optimizer(config.outer_optimizer, config.outer_lr).init(flat)
-        self.step = checkpoint.step if checkpoint else 0
+        self.spec = self.setup.spec
+        flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
         self.workers = start_workers(config, config.workers)
         self.weights = self.server.weights.remote()

@@ -19,7 +19,7 @@ from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate, sinusoid_fits
 from distmeta.optim import unflatten
-from distmeta.training.trainer import MetaTrainer, initial_state
+from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
 RESUMABLE = {"steps", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
@@ -174,8 +174,8 @@ def evaluate_checkpoint(path, episodes: int | None = None, steps: int | None = N
     config = replace(config, eval_episodes=episodes or config.eval_episodes,
                      test_inner_steps=config.test_inner_steps if steps is None else steps)
     setup = build(config)
-    flat, spec = initial_state(setup, checkpoint)  # the checkpoint must fit the model, name by name
-    meta_params = unflatten(flat, spec)
+    flat, _, _ = setup.initial_state(checkpoint)  # the checkpoint must fit the model, name by name
+    meta_params = unflatten(flat, setup.spec)
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         tracker.log_params({"checkpoint": checkpoint.path, "episodes": config.eval_episodes,

@@ -16,21 +16,20 @@ import time
 
 import torch
 
+from distmeta.checkpoint import Checkpoint, save_checkpoint
 from distmeta.config import Config
-from distmeta.optim import aggregate, flatten, make_optimizer, unflatten
-from distmeta.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from distmeta.optim import aggregate, unflatten
+from distmeta.setup import build, outer_optimizer
 from distmeta.training.evaluation import Summary, evaluate
-from distmeta.setup import build
 
 
 class MetaTrainer:
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None):
         self.config = config
         self.setup = build(config)
-        self.optimizer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
-        self.flat, self.spec = initial_state(self.setup, checkpoint)
-        self.opt_state = checkpoint.optimizer_state if checkpoint else self.optimizer.init(self.flat)
-        self.step = checkpoint.step if checkpoint else 0
+        self.optimizer = outer_optimizer(config)
+        self.spec = self.setup.spec
+        self.flat, self.opt_state, self.step = self.setup.initial_state(checkpoint)
 
     @property
     def meta_params(self) -> dict[str, torch.Tensor]:
@@ -56,17 +55,6 @@ class MetaTrainer:
 
     def save(self, output, run_id=None):
         return save_checkpoint(output, self.step, self.meta_params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
-
-
-def initial_state(setup, checkpoint: Checkpoint | None):
-    """(flat meta-parameters, spec): fresh, or the checkpoint's in the model's order."""
-    params = setup.initial_meta_params()
-    if checkpoint:
-        shapes = {k: tuple(v.shape) for k, v in params.items()}
-        if shapes != {k: tuple(v.shape) for k, v in checkpoint.params.items()}:
-            raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model's parameters")
-        params = {k: checkpoint.params[k] for k in params}  # safetensors sorts names
-    return flatten(params)
 
 
 def step_summary(metrics: dict, kept: torch.Tensor, seconds: float) -> dict[str, float]:
