@@ -114,5 +114,8 @@ def _lr(lr, name):
     return lr[name] if isinstance(lr, dict) else lr
 
 
-def detached(metrics: dict) -> dict:
-    return {k: v.detach() for k, v in metrics.items()}
+def scored(tasks_spec, prediction, target):
+    """(loss, metrics): the differentiable loss, and it with the task's metrics, detached."""
+    value = tasks_spec.loss(prediction, target)
+    metrics = {"loss": value, **tasks_spec.metrics(prediction, target)}
+    return value, {k: v.detach() for k, v in metrics.items()}

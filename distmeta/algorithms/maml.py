@@ -7,7 +7,7 @@ included). ``first_order=True`` is FOMAML (see fomaml.py).
 
 from __future__ import annotations
 
-from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
+from distmeta.algorithms.base import Algorithm, grad, scored, sgd_steps
 
 
 def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool = False) -> Algorithm:
@@ -22,10 +22,7 @@ def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool
 
     def query_loss(meta_params, task):
         adapted = adapt(meta_params, task.support_x, task.support_y)
-        prediction = apply(adapted, task.query_x)
-        value = loss(prediction, task.query_y)
-        metrics = {"loss": value.detach(), **detached(tasks_spec.metrics(prediction, task.query_y))}
-        return value, metrics
+        return scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
 
     def task_grad(meta_params, task):
         return grad(query_loss, has_aux=True)(meta_params, task)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
+from distmeta.algorithms.base import Algorithm, grad, scored, sgd_steps
 
 PREFIX = "inner_lr:"
 
@@ -33,9 +33,8 @@ def metasgd(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
         return sgd_steps(apply, loss, params, support_x, support_y, rates, steps)
 
     def query_loss(meta_params, task):
-        prediction = apply(adapt(meta_params, task.support_x, task.support_y), task.query_x)
-        value = loss(prediction, task.query_y)
-        return value, {"loss": value.detach(), **detached(tasks_spec.metrics(prediction, task.query_y))}
+        adapted = adapt(meta_params, task.support_x, task.support_y)
+        return scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
 
     def task_grad(meta_params, task):
         return grad(query_loss, has_aux=True)(meta_params, task)

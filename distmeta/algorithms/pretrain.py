@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from distmeta.algorithms.base import Algorithm, detached, grad, sgd_steps
+from distmeta.algorithms.base import Algorithm, grad, scored, sgd_steps
 
 
 def pretrain(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
@@ -22,9 +22,7 @@ def pretrain(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
     def joint_loss(params, task):
         x = torch.cat([task.support_x, task.query_x])
         y = torch.cat([task.support_y, task.query_y])
-        prediction = apply(params, x)
-        value = loss(prediction, y)
-        return value, {"loss": value.detach(), **detached(tasks_spec.metrics(prediction, y))}
+        return scored(tasks_spec, apply(params, x), y)
 
     def task_grad(meta_params, task):
         return grad(joint_loss, has_aux=True)(meta_params, task)

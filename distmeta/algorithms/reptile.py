@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from distmeta.algorithms.base import Algorithm, detached, sgd_steps
+from distmeta.algorithms.base import Algorithm, scored, sgd_steps
 
 
 def reptile(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
@@ -22,9 +22,7 @@ def reptile(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
     def task_grad(meta_params, task):
         with torch.no_grad():
             adapted = adapt(meta_params, task.support_x, task.support_y)
-            prediction = apply(adapted, task.query_x)
-            value = loss(prediction, task.query_y)
-        grads = {k: meta_params[k] - adapted[k] for k in meta_params}
-        return grads, {"loss": value, **detached(tasks_spec.metrics(prediction, task.query_y))}
+            _, metrics = scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
+        return {k: meta_params[k] - adapted[k] for k in meta_params}, metrics
 
     return Algorithm("reptile", init=dict, task_grad=task_grad, adapt=adapt)

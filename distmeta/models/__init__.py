@@ -13,7 +13,7 @@ from torch.func import functional_call
 from distmeta.models.conv4 import Conv4
 from distmeta.models.mlp import MLP
 
-__all__ = ["MLP", "Conv4", "make_model", "init_params", "apply_fn"]
+__all__ = ["MLP", "Conv4", "make_model", "init_params", "model_params", "apply_fn"]
 
 
 def make_model(config, tasks) -> nn.Module:
@@ -34,6 +34,12 @@ def init_params(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     if any(True for _ in model.buffers()):
         raise ValueError("models must not hold buffers (use batch statistics, not running ones)")
     return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def model_params(model: nn.Module, meta_params: dict) -> dict[str, torch.Tensor]:
+    """The entries of ``meta_params`` that are ``model``'s own (e.g. without Meta-SGD's rates)."""
+    names = dict(model.named_parameters())
+    return {k: v for k, v in meta_params.items() if k in names}
 
 
 def apply_fn(model: nn.Module):

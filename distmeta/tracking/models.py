@@ -27,14 +27,13 @@ class MetaModel(mlflow.pyfunc.PythonModel):
         from safetensors.torch import load_file
 
         from distmeta.config import from_dict
-        from distmeta.models import apply_fn, make_model
+        from distmeta.models import apply_fn, make_model, model_params
         from distmeta.tasks import make_tasks
 
         state = json.loads(Path(context.artifacts["state"]).read_text())
         config = from_dict(state["config"])
         model = make_model(config, make_tasks(config))
-        names = dict(model.named_parameters())
-        self.params = {k: v for k, v in load_file(context.artifacts["params"]).items() if k in names}
+        self.params = model_params(model, load_file(context.artifacts["params"]))
         self.apply = apply_fn(model)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):

@@ -14,6 +14,7 @@ import torch
 from torch.func import vmap
 
 from distmeta.algorithms import plain_autograd
+from distmeta.models import model_params
 from distmeta.tasks import task_seeds
 
 
@@ -71,14 +72,10 @@ def sinusoid_fits(setup, meta_params, seeds: list[int], steps: int, points: int 
             fits.append({
                 "x": grid.squeeze(1).numpy(),
                 "truth": setup.tasks.target(seed, grid).squeeze(1).numpy(),
-                "before": setup.apply(_model_params(setup, meta_params), grid).squeeze(1).numpy(),
+                "before": setup.apply(model_params(setup.model, meta_params), grid).squeeze(1).numpy(),
                 "after": setup.apply(adapted, grid).squeeze(1).numpy(),
                 "support_x": task.support_x.squeeze(1).numpy(),
                 "support_y": task.support_y.squeeze(1).numpy(),
             })
     return fits
 
-
-def _model_params(setup, meta_params):
-    names = dict(setup.model.named_parameters())
-    return {k: v for k, v in meta_params.items() if k in names}
