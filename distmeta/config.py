@@ -19,8 +19,10 @@ from pathlib import Path
 
 import yaml
 
-ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain")
-TASKS = ("sinusoid", "random_episodes")
+ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet")
+METRIC_BASED = ("protonet", "matchingnet")  # no inner loop: classify by distances in an embedding
+TASKS = ("sinusoid", "fewshot", "random_episodes")
+SPLITS = ("class", "group")
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -44,10 +46,18 @@ def _list_key(default, doc, **checks):
 class Config:
     # What is learned.
     algorithm: str = _key("maml", "meta-learner: " + ", ".join(ALGORITHMS), choices=ALGORITHMS)
-    task: str = _key("sinusoid", "task distribution: sinusoid, or random_episodes (Omniglot-shaped random images, for speed tests)", choices=TASKS)
-    shots: int = _key(10, "K, support examples per task", min=1)
-    queries: int = _key(10, "query examples per task", min=1)
-    ways: int = _key(5, "N, classes per episode (classification tasks)", min=2)
+    task: str = _key("sinusoid", "task distribution: sinusoid, fewshot (episodes from `dataset`), or random_episodes (Omniglot-shaped random images, for speed tests)", choices=TASKS)
+    shots: int = _key(10, "K, support examples per task (per class for classification)", min=1)
+    queries: int = _key(10, "query examples per task (per class for classification)", min=1)
+    ways: int = _key(5, "N, classes per training episode (classification tasks)", min=2)
+    test_ways: int = _key(0, "N at validation and meta-test (0: same as ways)", min=0)
+    test_shots: int = _key(0, "K at validation and meta-test (0: same as shots)", min=0)
+    # Few-shot datasets (task=fewshot).
+    dataset: str = _key("", "Parquet dataset from `distmeta data import` (task=fewshot)")
+    split_by: str = _key("class", "split classes into train/val/test by class, or by group (e.g. Omniglot alphabet)", choices=SPLITS)
+    split_sizes: list = _list_key([], "train, val, test counts of classes (or groups) in file order; [] = 70/10/20%", min=0)
+    rotations: bool = _key(False, "add each class rotated by 90, 180, 270 degrees as new classes (Omniglot)")
+    test_dataset: str = _key("", "meta-test on every class of this Parquet file instead of the test split")
     hidden: list = _list_key([40, 40], "MLP hidden layer widths", min=1)
     filters: int = _key(64, "Conv4 filters per layer (image tasks)", min=1)
     # Inner loop.
@@ -169,6 +179,15 @@ def _check(f, value):
 def _check_combination(config: Config) -> None:
     if config.task == "sinusoid" and config.shots + config.queries > 1000:
         raise ConfigError("shots + queries must be <= 1000 points per sinusoid task")
+    if config.task == "fewshot" and not config.dataset:
+        raise ConfigError("task=fewshot needs dataset=FILE.parquet (make one with `distmeta data import`)")
+    if config.split_sizes and len(config.split_sizes) != 3:
+        raise ConfigError(f"split_sizes must be three counts (train, val, test), got {config.split_sizes}")
+    if config.algorithm in METRIC_BASED and config.task == "sinusoid":
+        raise ConfigError(f"{config.algorithm} classifies: it needs a classification task (fewshot or random_episodes)")
+    if config.algorithm not in METRIC_BASED and config.task != "sinusoid" and config.test_ways not in (0, config.ways):
+        raise ConfigError(f"{config.algorithm} has a {config.ways}-way output layer, so test_ways must be {config.ways} "
+                          f"(train a {config.test_ways}-way model for {config.test_ways}-way tests)")
     if config.workers > config.meta_batch_size:
         raise ConfigError(f"workers ({config.workers}) must be <= meta_batch_size ({config.meta_batch_size})")
     if config.worker_reduce and config.aggregate != "mean":

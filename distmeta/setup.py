@@ -10,6 +10,7 @@ from torch import nn
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
 from distmeta.checkpoint import Checkpoint, CheckpointError
 from distmeta.config import Config
+from distmeta.data.dataset import ImageDataset
 from distmeta.models import MLP, apply_fn, init_params, make_model
 from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
 from distmeta.tasks import TRAIN, make_tasks, task_seed
@@ -23,6 +24,11 @@ class Setup(NamedTuple):
     algorithm: Algorithm
     execution: str
     spec: FlatSpec  # how a flat buffer of meta-parameters maps to names and shapes
+    dataset: ImageDataset | None  # few-shot images in memory, shared by every split
+
+    def tasks_for(self, split: int):
+        """The task distribution of ``split`` (training's is ``tasks``)."""
+        return self.tasks if split == TRAIN else make_tasks(self.config, split, self.dataset)
 
     def initial_meta_params(self) -> dict[str, torch.Tensor]:
         return self.algorithm.init(init_params(self.model, self.config.seed))
@@ -52,15 +58,17 @@ class Setup(NamedTuple):
         return flatten_tasks(grads, self.spec), metrics
 
 
-def build(config: Config, device: str = "cpu") -> Setup:
+def build(config: Config, device: str = "cpu", dataset: ImageDataset | None = None) -> Setup:
+    """Everything a run needs; a few-shot ``dataset`` already in memory is used instead of reading the file."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    tasks = make_tasks(config)
+    tasks = make_tasks(config, TRAIN, dataset)
+    dataset = getattr(tasks, "dataset", None)  # loaded once here, reused by the held-out splits
     model = make_model(config, tasks)
     apply = apply_fn(model)
     algorithm = make_algorithm(config, apply, tasks)
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
-    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
+    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec, dataset)
 
 
 def outer_optimizer(config: Config) -> Optimizer:

@@ -27,10 +27,16 @@ def test_ints_are_accepted_for_floats():
     ({"steps": 0}, "steps must be >= 1, got 0"),
     ({"inner_lr": 0.0}, "inner_lr must be > 0, got 0.0"),
     ({"outer_lr": -1e-3}, "outer_lr must be > 0, got -0.001"),
-    ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain; got 'mamml' (did you mean 'maml'?)"),
+    ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain, protonet, matchingnet; got 'mamml' (did you mean 'maml'?)"),
     ({"hidden": [40, "x"]}, "hidden must be a list of ints, got [40, 'x']"),
     ({"shots": 995, "queries": 10}, "shots + queries must be <= 1000 points per sinusoid task"),
     ({"inner_steps": True}, "inner_steps must be int, got True"),
+    ({"task": "fewshot"}, "task=fewshot needs dataset=FILE.parquet (make one with `distmeta data import`)"),
+    ({"task": "fewshot", "dataset": "o.parquet", "split_sizes": [10, 2]},
+     "split_sizes must be three counts (train, val, test), got [10, 2]"),
+    ({"algorithm": "protonet"}, "protonet classifies: it needs a classification task (fewshot or random_episodes)"),
+    ({"task": "random_episodes", "ways": 5, "test_ways": 20},
+     "maml has a 5-way output layer, so test_ways must be 5 (train a 20-way model for 20-way tests)"),
 ])
 def test_bad_values_name_the_problem(values, message):
     with pytest.raises(ConfigError) as err:

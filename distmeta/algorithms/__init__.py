@@ -3,11 +3,14 @@
 from distmeta.algorithms.base import Algorithm, grad, meta_gradients, plain_autograd, sgd_steps
 from distmeta.algorithms.fomaml import fomaml
 from distmeta.algorithms.maml import maml
+from distmeta.algorithms.matchingnet import matchingnet
 from distmeta.algorithms.metasgd import metasgd
 from distmeta.algorithms.pretrain import pretrain
+from distmeta.algorithms.protonet import protonet
 from distmeta.algorithms.reptile import reptile
 
-REGISTRY = {"maml": maml, "fomaml": fomaml, "metasgd": metasgd, "reptile": reptile, "pretrain": pretrain}
+REGISTRY = {"maml": maml, "fomaml": fomaml, "metasgd": metasgd, "reptile": reptile, "pretrain": pretrain,
+            "protonet": protonet, "matchingnet": matchingnet}
 
 __all__ = ["Algorithm", "grad", "meta_gradients", "plain_autograd", "sgd_steps", "make_algorithm", *REGISTRY]
 

@@ -6,8 +6,11 @@ An algorithm is three pure functions over dicts of tensors:
   adds per-parameter learning rates; most algorithms learn the params as is);
 - ``task_grad(meta_params, task) -> (grads, metrics)``: the meta-gradient of
   one task and its scalar metrics;
-- ``adapt(meta_params, support_x, support_y, steps) -> model_params``: the
-  inner loop, used at meta-test and to generate models.
+- ``adapt(meta_params, support_x, support_y, steps) -> task_params``: the
+  inner loop (or, for metric-based learners, the support set's prototypes or
+  memory), used at meta-test and to generate models;
+- ``predict(task_params, x) -> prediction``: the adapted model on new inputs
+  (logits for classification).
 
 ``meta_gradients`` runs ``task_grad`` over a batch of tasks and returns every
 tensor with a leading task dimension, so callers can shard, drop and average
@@ -25,12 +28,25 @@ from torch.func import vmap
 
 Params = dict[str, torch.Tensor]
 
+SUPPORT = "support:"  # task-params entries that summarise a support set (prototypes, memory), not weights
+
+
+def label_slots(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """One-hot labels over ``len(labels)`` slots, a static bound on the class count (vmappable)."""
+    return (labels.unsqueeze(1) == torch.arange(len(labels), device=labels.device)).to(dtype)
+
+
+def without_support(task_params: Params) -> Params:
+    """The model's own parameters of adapted task params."""
+    return {k: v for k, v in task_params.items() if not k.startswith(SUPPORT)}
+
 
 class Algorithm(NamedTuple):
     name: str
     init: Callable[[Params], Params]
     task_grad: Callable
     adapt: Callable
+    predict: Callable
 
 
 def meta_gradients(algorithm: Algorithm, meta_params: Params, tasks, execution: str = "vmap"):

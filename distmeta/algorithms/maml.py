@@ -27,5 +27,5 @@ def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool
     def task_grad(meta_params, task):
         return grad(query_loss, has_aux=True)(meta_params, task)
 
-    return Algorithm("fomaml" if first_order else "maml", init=dict, task_grad=task_grad, adapt=adapt)
+    return Algorithm("fomaml" if first_order else "maml", init=dict, task_grad=task_grad, adapt=adapt, predict=apply)
 

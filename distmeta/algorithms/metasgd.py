@@ -39,4 +39,4 @@ def metasgd(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
     def task_grad(meta_params, task):
         return grad(query_loss, has_aux=True)(meta_params, task)
 
-    return Algorithm("metasgd", init=init, task_grad=task_grad, adapt=adapt)
+    return Algorithm("metasgd", init=init, task_grad=task_grad, adapt=adapt, predict=apply)

@@ -27,4 +27,4 @@ def pretrain(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
     def task_grad(meta_params, task):
         return grad(joint_loss, has_aux=True)(meta_params, task)
 
-    return Algorithm("pretrain", init=dict, task_grad=task_grad, adapt=adapt)
+    return Algorithm("pretrain", init=dict, task_grad=task_grad, adapt=adapt, predict=apply)

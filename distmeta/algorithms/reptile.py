@@ -25,4 +25,4 @@ def reptile(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
             _, metrics = scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
         return {k: meta_params[k] - adapted[k] for k in meta_params}, metrics
 
-    return Algorithm("reptile", init=dict, task_grad=task_grad, adapt=adapt)
+    return Algorithm("reptile", init=dict, task_grad=task_grad, adapt=adapt, predict=apply)

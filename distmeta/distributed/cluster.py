@@ -34,8 +34,12 @@ def start_server(config, spec, flat, optimizer_state, step):
     return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
 
 
-def start_workers(config, count: int):
+def start_workers(config, count: int, dataset=None):
     """``count`` MetaWorkers spread across nodes; a dead one restarts and Ray re-runs its calls.
+
+    ``dataset`` is an object reference to the few-shot images (``ray.put``
+    once by the driver): each node fetches it once into its object store, and
+    the workers there map its arrays without copying.
 
     ``where`` runs in its own concurrency group, so a liveness check never
     queues behind a long ``compute``.
@@ -44,7 +48,7 @@ def start_workers(config, count: int):
         num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=-1,
         scheduling_strategy="SPREAD",
     )
-    return [actor.remote(config.to_dict()) for _ in range(count)]
+    return [actor.remote(config.to_dict(), dataset) for _ in range(count)]
 
 
 def where(worker, timeout: float | None = None):

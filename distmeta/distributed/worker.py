@@ -21,13 +21,13 @@ class MetaWorker:
     so a restarted worker, or any other, recomputes a shard exactly.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, dataset=None):
         self.config = from_dict(config)
         torch.set_num_threads(max(1, int(self.config.worker_cpus)))  # its CPUs, not the driver's `threads`
         # Ray may leave GPUs visible to an actor that asked for none: use one only when asked.
         gpu = self.config.worker_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
-        self.setup = build(replace(self.config, threads=0), self.device.type)
+        self.setup = build(replace(self.config, threads=0), self.device.type, dataset)
 
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int]):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
@@ -50,7 +50,9 @@ class MetaWorker:
         return info, grads
 
     def where(self) -> dict:
-        """This worker's process and Ray node."""
+        """This worker's process and Ray node, and whether its dataset maps the object store (no copy)."""
         import ray
 
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        images = self.setup.dataset.images if self.setup.dataset is not None else None
+        shared = images is not None and not images.flags.writeable  # Ray's zero-copy numpy views are read-only
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "dataset_shared": shared}

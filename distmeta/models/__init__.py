@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from distmeta.config import METRIC_BASED
 from distmeta.models.conv4 import Conv4
 from distmeta.models.mlp import MLP
 
@@ -17,10 +18,14 @@ __all__ = ["MLP", "Conv4", "make_model", "init_params", "model_params", "apply_f
 
 
 def make_model(config, tasks) -> nn.Module:
-    """The backbone for a config and its task distribution: Conv4 for images, else an MLP."""
+    """The backbone for a config and its task distribution: Conv4 for images, else an MLP.
+
+    Metric-based learners (ProtoNets, Matching Networks) get Conv4 without
+    its head: the flattened embedding.
+    """
     if len(tasks.input_shape) == 3:
         channels, size, _ = tasks.input_shape
-        return Conv4(channels, config.filters, config.ways, size)
+        return Conv4(channels, config.filters, None if config.algorithm in METRIC_BASED else config.ways, size)
     return MLP(tasks.input_shape[0], config.hidden, tasks.outputs)
 
 

@@ -1,16 +1,38 @@
 """Task distributions. A task is a pure function of its seed."""
 
+import numpy as np
+
 from distmeta.tasks.base import TRAIN, VALIDATION, TEST, Task, task_seed, task_seeds
 from distmeta.tasks.classification import ClassificationLoss, RandomEpisodes
+from distmeta.tasks.fewshot import Episodes, split_classes, with_rotations
 from distmeta.tasks.sinusoid import Sinusoid
 
-__all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "ClassificationLoss", "RandomEpisodes", "make_tasks"]
+__all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "ClassificationLoss",
+           "RandomEpisodes", "Episodes", "split_classes", "make_tasks"]
 
 
-def make_tasks(config):
-    """The task distribution a config names."""
+def make_tasks(config, split: int = TRAIN, dataset=None):
+    """The task distribution a config names for ``split``.
+
+    Validation and test episodes use ``test_ways``/``test_shots`` (0: as in
+    training). Few-shot episodes come from ``dataset`` when given (already in
+    memory, e.g. from Ray's object store), else from the config's file; test
+    episodes come from every class of ``test_dataset`` when one is set.
+    """
+    held_out = split != TRAIN
+    ways = (config.test_ways or config.ways) if held_out else config.ways
+    shots = (config.test_shots or config.shots) if held_out else config.shots
     if config.task == "sinusoid":
-        return Sinusoid(shots=config.shots, queries=config.queries)
+        return Sinusoid(shots=shots, queries=config.queries)
     if config.task == "random_episodes":
-        return RandomEpisodes(ways=config.ways, shots=config.shots, queries=config.queries)
-    raise ValueError(f"unknown task {config.task!r}")
+        return RandomEpisodes(ways=ways, shots=shots, queries=config.queries)
+    from distmeta.data.parquet import load_dataset
+
+    if split == TEST and config.test_dataset:
+        dataset = load_dataset(config.test_dataset)
+        classes = np.arange(dataset.num_classes)
+        classes = with_rotations(classes) if config.rotations else classes
+    else:
+        dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        classes = split_classes(dataset, config.split_by, config.split_sizes, config.rotations)[split]
+    return Episodes(dataset, classes, ways, shots, config.queries, config.rotations)

@@ -39,7 +39,8 @@ class DistributedTrainer:
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
-        self.workers = start_workers(config, config.workers)
+        self.dataset = None if self.setup.dataset is None else ray.put(self.setup.dataset)  # once, for every worker
+        self.workers = start_workers(config, config.workers, self.dataset)
         self.weights = self.server.weights.remote()
         self.version = 0
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
@@ -108,7 +109,7 @@ class DistributedTrainer:
                 where(worker, timeout=120)  # waits out a restart in progress
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.kill(worker, no_restart=True)
-                self.workers[i] = start_workers(self.config, 1)[0]
+                self.workers[i] = start_workers(self.config, 1, self.dataset)[0]
 
     def _submit(self, index: int, chunk: int | None = None) -> None:
         """Async: worker ``index`` computes ``chunk`` (default: the next new one) at the newest weights."""

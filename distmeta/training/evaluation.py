@@ -37,11 +37,11 @@ def summarize(metric: str, values: torch.Tensor) -> Summary:
 
 def adapted_metrics(setup, meta_params, tasks, steps: int) -> torch.Tensor:
     """Per-task post-adaptation metric for a batch of tasks."""
-    metric = setup.tasks.metric
+    metric, algorithm = setup.tasks.metric, setup.algorithm
 
     def one(task):
-        params = setup.algorithm.adapt(meta_params, task.support_x, task.support_y, steps)
-        return setup.tasks.metrics(setup.apply(params, task.query_x), task.query_y)[metric].detach()
+        task_params = algorithm.adapt(meta_params, task.support_x, task.support_y, steps)
+        return setup.tasks.metrics(algorithm.predict(task_params, task.query_x), task.query_y)[metric].detach()
 
     if setup.execution == "vmap":
         return vmap(one, randomness="same")(tasks)
@@ -53,9 +53,10 @@ def evaluate(setup, meta_params, split: int, episodes: int, steps: int | None = 
     """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``)."""
     steps = setup.config.test_inner_steps if steps is None else steps
     seeds = task_seeds(setup.config.seed, split, 0, episodes)
+    tasks = setup.tasks_for(split)
     values = []
     for start in range(0, episodes, chunk):
-        batch = setup.tasks.sample_batch(seeds[start : start + chunk])
+        batch = tasks.sample_batch(seeds[start : start + chunk])
         values.append(adapted_metrics(setup, meta_params, batch, steps))
     return summarize(setup.tasks.metric, torch.cat(values))
 
@@ -73,7 +74,7 @@ def sinusoid_fits(setup, meta_params, seeds: list[int], steps: int, points: int 
                 "x": grid.squeeze(1).numpy(),
                 "truth": setup.tasks.target(seed, grid).squeeze(1).numpy(),
                 "before": setup.apply(model_params(setup.model, meta_params), grid).squeeze(1).numpy(),
-                "after": setup.apply(adapted, grid).squeeze(1).numpy(),
+                "after": setup.algorithm.predict(adapted, grid).squeeze(1).numpy(),
                 "support_x": task.support_x.squeeze(1).numpy(),
                 "support_y": task.support_y.squeeze(1).numpy(),
             })
