@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError
 from distmeta.config import ConfigError, describe, resolve
+from distmeta.data.dataset import DataError
 
 EXIT_USAGE = 2
 
@@ -49,7 +50,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
     evaluate.add_argument("--episodes", type=int, help="held-out tasks (default: the run's eval_episodes, 600)")
     evaluate.add_argument("--steps", type=int, help="adaptation steps (default: the run's test_inner_steps)")
+    evaluate.add_argument("--ways", type=int, help="N of the test episodes (default: the run's test_ways)")
+    evaluate.add_argument("--shots", type=int, help="K of the test episodes (default: the run's test_shots)")
+    evaluate.add_argument("--queries", type=int, help="query images per class (default: the run's queries)")
+    evaluate.add_argument("--dataset", help="test on every class of this Parquet file (default: the run's test split)")
     _common(evaluate)
+
+    data = commands.add_parser("data", help="import an image dataset into one Parquet file, or describe one")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    sources = data_commands.add_parser("import", help="decode a downloaded dataset into Parquet").add_subparsers(
+        dest="source", required=True)
+    importers = {}
+    for source, paths, size, text in [
+        ("omniglot", "+", 28, "the official images_background.zip / images_evaluation.zip or their folders, in order"),
+        ("folder", 1, 84, "PATH/<class>/<image> or PATH/<group>/<class>/<image>"),
+        ("miniimagenet", 1, 84, "PATH/train.csv, val.csv, test.csv (filename,label) and PATH/images/"),
+    ]:
+        importers[source] = sources.add_parser(source, help=text, description=f"Import {text}.")
+        importers[source].add_argument("paths", nargs=paths, metavar="PATH")
+        importers[source].add_argument("--output", required=True, metavar="FILE", help="the .parquet file to write")
+        importers[source].add_argument("--size", type=int, default=size, help=f"resize to SIZE x SIZE (default {size})")
+        importers[source].add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    importers["folder"].add_argument("--channels", type=int, choices=(1, 3), default=3,
+                                     help="1: greyscale, 3: RGB (default 3)")
+    info = data_commands.add_parser("info", help="describe a dataset file")
+    info.add_argument("file", metavar="FILE", help="a .parquet file from `distmeta data import`")
+    info.add_argument("--json", action="store_true", help="print one JSON line instead")
     return parser
 
 
@@ -62,8 +88,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"train": _train, "evaluate": _evaluate}[args.command](args)
-    except (ConfigError, CheckpointError) as err:
+        return {"train": _train, "evaluate": _evaluate, "data": _data}[args.command](args)
+    except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as err:  # e.g. no Ray cluster at --address
@@ -120,17 +146,37 @@ def _ray_token_auth(address: str | None) -> None:
 
 
 def _evaluate(args) -> int:
-    for name in ("episodes", "steps"):
-        value = getattr(args, name)
-        if value is not None and value < (1 if name == "episodes" else 0):
-            raise ConfigError(f"--{name} must be >= {1 if name == 'episodes' else 0}, got {value}")
+    flags = {"episodes": "eval_episodes", "steps": "test_inner_steps", "ways": "test_ways", "shots": "test_shots",
+             "queries": "queries", "dataset": "test_dataset"}
+    overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
     from distmeta.training.run import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.steps, args.tracking_uri)
-    print(f"{result['metric']} after {result['inner_steps']} steps: {result['mean']:.4f} +- {result['ci95']:.4f} "
+    result = evaluate_checkpoint(args.checkpoint, overrides, args.tracking_uri)
+    episode = f"{result['ways']}-way {result['shots']}-shot " if "ways" in result else ""
+    print(f"{episode}{result['metric']} after {result['inner_steps']} steps: {result['mean']:.4f} +- {result['ci95']:.4f} "
           f"(95% CI, {result['episodes']} tasks)")
     if args.json:
         print(_json(result))
+    return 0
+
+
+def _data(args) -> int:
+    """``data import``: decode into Parquet, one summary line; ``data info``: describe a file."""
+    from distmeta.data import dataset_info, format_info, import_folder, import_miniimagenet, import_omniglot
+
+    if args.data_command == "info":
+        info = dataset_info(args.file)
+        print(json.dumps(info) if args.json else format_info(info))
+        return 0
+    options = {"size": args.size, "force": args.force, "progress": sys.stderr.isatty()}
+    if args.source == "omniglot":
+        result = import_omniglot(args.paths, args.output, **options)
+    elif args.source == "folder":
+        result = import_folder(args.paths[0], args.output, channels=args.channels, **options)
+    else:
+        result = import_miniimagenet(args.paths[0], args.output, **options)
+    print(f"wrote {result['output']}: {result['images']} images, {result['classes']} classes, {result['groups']} groups, "
+          f"{'x'.join(map(str, result['image_shape']))}, {result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f} s")
     return 0
 
 

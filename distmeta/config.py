@@ -66,6 +66,7 @@ class Config:
     test_inner_steps: int = _key(10, "inner SGD steps at meta-test and validation", min=0)
     # Outer loop.
     steps: int = _key(20000, "meta-training steps", min=1)
+    minutes: float = _key(0.0, "stop meta-training after this many minutes, even before `steps` (0: no limit)", min=0)
     meta_batch_size: int = _key(25, "tasks per meta-step", min=1)
     outer_lr: float = _key(0.001, "outer optimizer learning rate", positive=True)
     outer_optimizer: str = _key("adam", "outer optimizer: adam, sgd", choices=OPTIMIZERS)

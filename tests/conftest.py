@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,3 +25,35 @@ def tiny():
 def tracking_uri(tmp_path_factory):
     """One sqlite MLflow store for the whole session (creating one costs seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def glyph_images(classes: int = 40, per_class: int = 12, size: int = 28, seed: int = 0):
+    """Omniglot-like images: each class a random set of strokes, each image it shifted and speckled.
+
+    Returns (images (N, 1, size, size) uint8, labels (N,)); a class is only
+    recognisable from its strokes, so chance is 1/N and learning shows.
+    """
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(classes):
+        template = np.zeros((size + 8, size + 8), dtype=bool)
+        for _ in range(4):  # four straight strokes between random points
+            (r0, c0), (r1, c1) = rng.integers(6, size + 2, (2, 2))
+            for t in np.linspace(0, 1, 40):
+                template[round(r0 + t * (r1 - r0)), round(c0 + t * (c1 - c0))] = True
+        for _ in range(per_class):
+            dr, dc = rng.integers(-2, 3, 2)
+            image = template[4 + dr : 4 + dr + size, 4 + dc : 4 + dc + size] ^ (rng.random((size, size)) < 0.05)
+            images.append(np.where(image, 0, 255).astype(np.uint8)[None])  # dark strokes on white, as Omniglot
+            labels.append(c)
+    return np.stack(images), np.array(labels)
+
+
+@pytest.fixture(scope="session")
+def glyphs():
+    """An in-memory glyph dataset: 40 classes in 4 groups of 10, 12 images each."""
+    from distmeta.data.dataset import from_arrays
+
+    images, labels = glyph_images()
+    return from_arrays(images, labels, [f"g{c // 10}/c{c:02d}" for c in range(40)], [f"g{c // 10}" for c in range(40)],
+                       name="glyphs")

@@ -26,13 +26,17 @@ def make_tasks(config, split: int = TRAIN, dataset=None):
         return Sinusoid(shots=shots, queries=config.queries)
     if config.task == "random_episodes":
         return RandomEpisodes(ways=ways, shots=shots, queries=config.queries)
-    from distmeta.data.parquet import load_dataset
-
     if split == TEST and config.test_dataset:
-        dataset = load_dataset(config.test_dataset)
+        dataset = _load(config.test_dataset)
         classes = np.arange(dataset.num_classes)
         classes = with_rotations(classes) if config.rotations else classes
     else:
-        dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        dataset = dataset if dataset is not None else _load(config.dataset)
         classes = split_classes(dataset, config.split_by, config.split_sizes, config.rotations)[split]
     return Episodes(dataset, classes, ways, shots, config.queries, config.rotations)
+
+
+def _load(path: str):
+    from distmeta.data.parquet import load_dataset  # pyarrow only for few-shot runs
+
+    return load_dataset(path)

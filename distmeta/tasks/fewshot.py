@@ -82,7 +82,7 @@ def split_classes(dataset: ImageDataset, by: str = "class", sizes=(), rotations:
         train, val = (round(f * len(units)) for f in DEFAULT_FRACTIONS[:2])
         sizes = (train, val, len(units) - train - val)
     if sum(sizes) > len(units):
-        raise DataError(f"split_sizes {list(sizes)} need {sum(sizes)} {by}es; {dataset.path or 'the dataset'} "
+        raise DataError(f"split_sizes {list(sizes)} need {sum(sizes)} {by}{'es' if by == 'class' else 's'}; {dataset.path or 'the dataset'} "
                         f"has {len(units)}")
     bounds = np.cumsum([0, *sizes])
     parts = {}

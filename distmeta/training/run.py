@@ -14,7 +14,7 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.config import Config, ConfigError
+from distmeta.config import Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate, sinusoid_fits
@@ -22,7 +22,7 @@ from distmeta.optim import unflatten
 from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
-RESUMABLE = {"steps", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
+RESUMABLE = {"steps", "minutes", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
 
 
 def default_output(config: Config) -> str:
@@ -119,21 +119,23 @@ def _fit(trainer, output: str, tracker, progress: bool) -> dict:
     window: dict[str, list] = {}
     bar = tqdm(total=config.steps, initial=trainer.step, unit="step", disable=not progress,
                desc=f"{config.algorithm} {config.task}")
+    deadline = time.monotonic() + 60 * config.minutes if config.minutes else float("inf")
     with bar:
-        while trainer.step < config.steps:
+        while trainer.step < config.steps and time.monotonic() < deadline:
             metrics = trainer.meta_step()
             stats["tasks"] += round(metrics["tasks_per_second"] * metrics["step_time"])
             stats["seconds"] += metrics["step_time"]
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
             step = trainer.step
-            if step % config.log_every == 0 or step == config.steps:
+            last = step == config.steps or time.monotonic() >= deadline
+            if step % config.log_every == 0 or last:
                 means = {k: sum(v) / len(v) for k, v in window.items()}
                 means["dropped_tasks"] = sum(window["dropped_tasks"])
                 tracker.log_metrics(means, step)
                 bar.set_postfix(_postfix(means), refresh=False)
                 window.clear()
-            if config.val_every and step % config.val_every == 0 and step < config.steps:
+            if config.val_every and step % config.val_every == 0 and not last:
                 summary = trainer.evaluate(VALIDATION, config.val_tasks)
                 tracker.log_metrics({f"val_{summary.metric}": summary.mean}, step)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -165,21 +167,27 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
-def evaluate_checkpoint(path, episodes: int | None = None, steps: int | None = None, tracking_uri=None) -> dict:
-    """Meta-test a checkpoint on fresh test tasks, as its own MLflow run."""
+def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) -> dict:
+    """Meta-test a checkpoint on fresh test tasks, as its own MLflow run.
+
+    ``overrides`` changes the protocol, never the model: ``eval_episodes``,
+    ``test_inner_steps``, ``test_ways``, ``test_shots``, ``queries``,
+    ``test_dataset`` (validated as any config is).
+    """
     from distmeta.tracking import tracked_run
 
     checkpoint = load_checkpoint(path)
-    config = checkpoint.config
-    config = replace(config, eval_episodes=episodes or config.eval_episodes,
-                     test_inner_steps=config.test_inner_steps if steps is None else steps)
+    config = from_dict({**checkpoint.config.to_dict(), **(overrides or {})})
     setup = build(config)
     flat, _, _ = setup.initial_state(checkpoint)  # the checkpoint must fit the model, name by name
     meta_params = unflatten(flat, setup.spec)
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
-        tracker.log_params({"checkpoint": checkpoint.path, "episodes": config.eval_episodes,
-                            "test_inner_steps": config.test_inner_steps, "algorithm": config.algorithm})
+        protocol = {"episodes": config.eval_episodes, "inner_steps": config.test_inner_steps}
+        if config.task != "sinusoid":
+            protocol.update(ways=config.test_ways or config.ways, shots=config.test_shots or config.shots,
+                            queries=config.queries, dataset=config.test_dataset or config.dataset)
+        tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
         summary = evaluate(setup, meta_params, TEST, config.eval_episodes)
         tracker.log_metrics({f"test_{summary.metric}": summary.mean, f"test_{summary.metric}_ci95": summary.ci95}, checkpoint.step)
-        return {**summary._asdict(), "inner_steps": config.test_inner_steps, "run_id": tracker.run_id}
+        return {**summary._asdict(), **protocol, "run_id": tracker.run_id}
