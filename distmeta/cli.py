@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError
-from distmeta.config import ConfigError, describe, resolve
+from distmeta.config import METRIC_BASED, ConfigError, describe, resolve
 from distmeta.data.dataset import DataError
 
 EXIT_USAGE = 2
@@ -119,13 +119,18 @@ def _train(args) -> int:
     result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
                    address=args.address)
     test = result["test"]
-    print(f"held-out {test['metric']} after {config.test_inner_steps} steps: {test['mean']:.4f} +- {test['ci95']:.4f} "
+    print(f"held-out {test['metric']}{_adaptation(config.algorithm, config.test_inner_steps)}: {test['mean']:.4f} +- {test['ci95']:.4f} "
           f"(95% CI, {test['episodes']} tasks); {result['steps']} steps in {result['seconds']:.0f} s, "
           f"{result['tasks_per_second']:.0f} tasks/s")
     print(f"checkpoint: {result['checkpoint']}  MLflow run: {result['run_id']}")
     if args.json:
         print(_json(result))
     return 0
+
+
+def _adaptation(algorithm: str, steps: int) -> str:
+    """The " after N steps" of a result line; nothing for learners without an inner loop."""
+    return "" if algorithm in METRIC_BASED else f" after {steps} steps"
 
 
 def _json(result: dict) -> str:
@@ -153,7 +158,7 @@ def _evaluate(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, overrides, args.tracking_uri)
     episode = f"{result['ways']}-way {result['shots']}-shot " if "ways" in result else ""
-    print(f"{episode}{result['metric']} after {result['inner_steps']} steps: {result['mean']:.4f} +- {result['ci95']:.4f} "
+    print(f"{episode}{result['metric']}{_adaptation(result['algorithm'], result['inner_steps'])}: {result['mean']:.4f} +- {result['ci95']:.4f} "
           f"(95% CI, {result['episodes']} tasks)")
     if args.json:
         print(_json(result))

@@ -49,11 +49,16 @@ def glyph_images(classes: int = 40, per_class: int = 12, size: int = 28, seed: i
     return np.stack(images), np.array(labels)
 
 
+GLYPH_NAMES = [f"g{c // 10}/c{c:02d}" for c in range(40)]
+GLYPH_GROUPS = [f"g{c // 10}" for c in range(40)]
+
+
 @pytest.fixture(scope="session")
-def glyphs():
-    """An in-memory glyph dataset: 40 classes in 4 groups of 10, 12 images each."""
-    from distmeta.data.dataset import from_arrays
+def glyph_file(tmp_path_factory):
+    """A Parquet glyph dataset: 40 classes in 4 groups ("alphabets") of 10, 12 images each."""
+    from distmeta.data import write_dataset
 
     images, labels = glyph_images()
-    return from_arrays(images, labels, [f"g{c // 10}/c{c:02d}" for c in range(40)], [f"g{c // 10}" for c in range(40)],
-                       name="glyphs")
+    path = tmp_path_factory.mktemp("data") / "glyphs.parquet"
+    write_dataset(path, images, labels, GLYPH_NAMES, GLYPH_GROUPS, metadata={"name": "glyphs"})
+    return path

@@ -71,6 +71,8 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
     trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
     try:
+        for split in (VALIDATION, TEST):  # and held-out splits too small for their episodes
+            trainer.setup.tasks_for(split)
         try:
             write_config(output, config)
         except OSError as err:
@@ -180,6 +182,7 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
     config = from_dict({**checkpoint.config.to_dict(), **(overrides or {})})
     setup = build(config)
     flat, _, _ = setup.initial_state(checkpoint)  # the checkpoint must fit the model, name by name
+    setup.tasks_for(TEST)  # and the test episodes the data: both fail before anything is recorded
     meta_params = unflatten(flat, setup.spec)
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
@@ -190,4 +193,4 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
         tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
         summary = evaluate(setup, meta_params, TEST, config.eval_episodes)
         tracker.log_metrics({f"test_{summary.metric}": summary.mean, f"test_{summary.metric}_ci95": summary.ci95}, checkpoint.step)
-        return {**summary._asdict(), **protocol, "run_id": tracker.run_id}
+        return {**summary._asdict(), **protocol, "algorithm": config.algorithm, "run_id": tracker.run_id}
