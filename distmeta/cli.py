@@ -151,6 +151,9 @@ def _ray_token_auth(address: str | None) -> None:
 
 
 def _evaluate(args) -> int:
+    for flag, low in (("episodes", 1), ("steps", 0), ("ways", 2), ("shots", 1), ("queries", 1)):
+        if getattr(args, flag) is not None and getattr(args, flag) < low:
+            raise ConfigError(f"--{flag} must be >= {low}, got {getattr(args, flag)}")
     flags = {"episodes": "eval_episodes", "steps": "test_inner_steps", "ways": "test_ways", "shots": "test_shots",
              "queries": "queries", "dataset": "test_dataset"}
     overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
