@@ -71,7 +71,10 @@ def test_import_train_evaluate_from_the_command_line(tmp_path, tracking_uri, cap
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("held-out accuracy: ")  # no "after N steps": ProtoNets has no inner loop
-    assert json.loads(lines[-1])["test"]["episodes"] == 100
+    result = json.loads(lines[-1])
+    assert result["test"]["episodes"] == 100
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result["run_id"])}
+    assert {"learning_curve.png", "test_episode.png"} <= artifacts
     for ways, shots in [(5, 1), (10, 5)]:
         assert main(["evaluate", "--checkpoint", str(out), "--ways", str(ways), "--shots", str(shots),
                      "--episodes", "60", "--tracking-uri", tracking_uri, "--json"]) == 0

@@ -34,3 +34,30 @@ def sinusoid_fits(fits: list[dict], steps: int):
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def episode(support_x, support_y, query_x, query_y, predicted, shown: int = 8):
+    """A held-out episode: the support images per class, then queries with the adapted model's guesses.
+
+    Queries are titled "guess/true", green when right and red when wrong.
+    """
+    ways = int(support_y.max()) + 1
+    columns = max(ways, shown)
+    fig, axes = plt.subplots(2, columns, figsize=(1.1 * columns, 2.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for c in range(ways):
+        _show(axes[0][c], support_x[support_y == c][0], f"class {c}", "black")
+    for i in range(min(shown, len(query_x))):
+        right = int(predicted[i]) == int(query_y[i])
+        _show(axes[1][i], query_x[i], f"{int(predicted[i])}/{int(query_y[i])}", "green" if right else "red")
+    axes[0][0].set_ylabel("support")
+    fig.suptitle("support (top), queries: guess/true (bottom)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax, image, title: str, color: str) -> None:
+    channels_last = image.permute(1, 2, 0).numpy()
+    ax.imshow(channels_last.squeeze(-1) if channels_last.shape[-1] == 1 else channels_last, cmap="gray")
+    ax.set_title(title, fontsize=7, color=color)

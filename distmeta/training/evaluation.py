@@ -15,7 +15,7 @@ from torch.func import vmap
 
 from distmeta.algorithms import plain_autograd
 from distmeta.models import model_params
-from distmeta.tasks import task_seeds
+from distmeta.tasks import TEST, task_seeds
 
 
 class Summary(NamedTuple):
@@ -59,6 +59,16 @@ def evaluate(setup, meta_params, split: int, episodes: int, steps: int | None = 
         batch = tasks.sample_batch(seeds[start : start + chunk])
         values.append(adapted_metrics(setup, meta_params, batch, steps))
     return summarize(setup.tasks.metric, torch.cat(values))
+
+
+def test_episode(setup, meta_params) -> tuple:
+    """(support_x, support_y, query_x, query_y, predicted labels) of the first test episode, for a plot."""
+    task = setup.tasks_for(TEST).sample(task_seeds(setup.config.seed, TEST, 0, 1)[0])
+    task_params = setup.algorithm.adapt(meta_params, task.support_x, task.support_y, setup.config.test_inner_steps)
+    with torch.no_grad():
+        predicted = setup.algorithm.predict(task_params, task.query_x).argmax(-1)
+    order = torch.randperm(len(predicted), generator=torch.Generator().manual_seed(0))  # queries of every class
+    return task.support_x, task.support_y, task.query_x[order], task.query_y[order], predicted[order]
 
 
 def sinusoid_fits(setup, meta_params, seeds: list[int], steps: int, points: int = 200) -> list[dict]:

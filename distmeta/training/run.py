@@ -17,7 +17,7 @@ from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
 from distmeta.config import Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
-from distmeta.training.evaluation import evaluate, sinusoid_fits
+from distmeta.training.evaluation import evaluate, sinusoid_fits, test_episode
 from distmeta.optim import unflatten
 from distmeta.training.trainer import MetaTrainer
 
@@ -167,6 +167,8 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
         info = log_meta_model(checkpoint)  # regression meta-models; image ones arrive with `generate`
         tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
+    elif trainer.setup.tasks.metric == "accuracy":
+        tracker.log_figure(plots.episode(*test_episode(trainer.setup, trainer.meta_params)), "test_episode.png")
 
 
 def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) -> dict:
