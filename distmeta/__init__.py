@@ -5,7 +5,7 @@ The Python API (no Ray, no MLflow needed)::
     from distmeta import Sinusoid, MLP, init_params, apply_fn, maml, meta_gradients
 """
 
-from distmeta.algorithms import Algorithm, fomaml, maml, meta_gradients, metasgd, pretrain, reptile
+from distmeta.algorithms import Algorithm, fomaml, maml, matchingnet, meta_gradients, metasgd, pretrain, protonet, reptile
 from distmeta.config import Config, ConfigError, resolve
 from distmeta.models import MLP, Conv4, apply_fn, init_params
 from distmeta.tasks import TEST, TRAIN, VALIDATION, Sinusoid, Task, task_seeds
@@ -16,7 +16,7 @@ from distmeta.training.trainer import MetaTrainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "fomaml", "maml", "meta_gradients", "metasgd", "pretrain", "reptile",
+    "Algorithm", "fomaml", "maml", "matchingnet", "meta_gradients", "metasgd", "pretrain", "protonet", "reptile",
     "Config", "ConfigError", "resolve", "MLP", "Conv4", "apply_fn", "init_params",
     "TEST", "TRAIN", "VALIDATION", "Sinusoid", "Task", "task_seeds",
     "CheckpointError", "load_checkpoint", "evaluate", "MetaTrainer",

@@ -44,6 +44,7 @@ class Checkpoint(NamedTuple):
     config: Config
     run_id: str | None
     path: str
+    input_shape: tuple | None = None  # of one example, e.g. (1, 28, 28): what a model for new data must take
 
 
 def resolve_location(location) -> tuple[pafs.FileSystem, str]:
@@ -54,7 +55,8 @@ def resolve_location(location) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
-def save_checkpoint(output, step: int, params, optimizer_state, config: Config, run_id=None, keep: int = 2) -> str:
+def save_checkpoint(output, step: int, params, optimizer_state, config: Config, run_id=None, keep: int = 2,
+                    input_shape=None) -> str:
     """Write the checkpoint of ``step`` under ``output``, prune old ones; returns its location."""
     fs, root = resolve_location(output)
     root = posixpath.join(root, "checkpoints")
@@ -62,7 +64,8 @@ def save_checkpoint(output, step: int, params, optimizer_state, config: Config, 
     if _complete(fs, final):  # this step is saved already, and a step's state never changes
         return _location(output, final)
     fs.create_dir(final, recursive=True)
-    state = {"format": FORMAT, "step": step, "run_id": run_id, "config": config.to_dict()}
+    state = {"format": FORMAT, "step": step, "run_id": run_id, "config": config.to_dict(),
+             "input_shape": list(input_shape) if input_shape else None}
     _write(fs, final, "params.safetensors", save_tensors({k: v.detach().cpu().contiguous() for k, v in params.items()}))
     _write(fs, final, "optimizer.safetensors", save_tensors({k: v.cpu().contiguous() for k, v in optimizer_state.items()}))
     _write(fs, final, ".state.json.tmp", json.dumps(state, indent=1).encode())
@@ -107,7 +110,8 @@ def load_checkpoint(path) -> Checkpoint:
         params = load_tensors(_read(fs, root, "params.safetensors"))
         optimizer_state = load_tensors(_read(fs, root, "optimizer.safetensors"))
         config = from_dict(state["config"])
-        return Checkpoint(params, optimizer_state, int(state["step"]), config, state.get("run_id"), str(path))
+        shape = tuple(state["input_shape"]) if state.get("input_shape") else None
+        return Checkpoint(params, optimizer_state, int(state["step"]), config, state.get("run_id"), str(path), shape)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, SafetensorError, ConfigError) as err:

@@ -182,6 +182,11 @@ def _check_combination(config: Config) -> None:
         raise ConfigError("shots + queries must be <= 1000 points per sinusoid task")
     if config.task == "fewshot" and not config.dataset:
         raise ConfigError("task=fewshot needs dataset=FILE.parquet (make one with `distmeta data import`)")
+    few_shot_keys = [k for k in ("dataset", "test_dataset", "split_sizes", "rotations") if getattr(config, k)]
+    if config.task != "fewshot" and few_shot_keys:
+        raise ConfigError(f"{few_shot_keys[0]} is for task=fewshot; task is {config.task}")
+    if config.task == "sinusoid" and config.test_ways:
+        raise ConfigError("test_ways is for classification tasks; a sinusoid task has no classes")
     if config.split_sizes and len(config.split_sizes) != 3:
         raise ConfigError(f"split_sizes must be three counts (train, val, test), got {config.split_sizes}")
     if config.algorithm in METRIC_BASED and config.task == "sinusoid":

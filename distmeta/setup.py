@@ -13,7 +13,7 @@ from distmeta.config import Config
 from distmeta.data.dataset import ImageDataset
 from distmeta.models import MLP, apply_fn, init_params, make_model
 from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
-from distmeta.tasks import TRAIN, make_tasks, task_seed
+from distmeta.tasks import TRAIN, RandomEpisodes, make_tasks, task_seed
 
 
 class Setup(NamedTuple):
@@ -64,11 +64,23 @@ def build(config: Config, device: str = "cpu", dataset: ImageDataset | None = No
         torch.set_num_threads(config.threads)
     tasks = make_tasks(config, TRAIN, dataset)
     dataset = getattr(tasks, "dataset", None)  # loaded once here, reused by the held-out splits
-    model = make_model(config, tasks)
-    apply = apply_fn(model)
-    algorithm = make_algorithm(config, apply, tasks)
+    model, apply, algorithm = learner(config, tasks)
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
     return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec, dataset)
+
+
+def learner(config: Config, tasks) -> tuple[nn.Module, object, Algorithm]:
+    """(model, apply, algorithm) for a config and a task distribution (or ``without_data``'s stand-in)."""
+    model = make_model(config, tasks)
+    apply = apply_fn(model)
+    return model, apply, make_algorithm(config, apply, tasks)
+
+
+def without_data(config: Config, input_shape) -> object:
+    """A stand-in task distribution with a trained run's loss and input shape: enough to adapt, no dataset needed."""
+    if config.task == "sinusoid":
+        return make_tasks(config)
+    return RandomEpisodes(config.ways, config.shots, config.queries, tuple(input_shape))
 
 
 def outer_optimizer(config: Config) -> Optimizer:

@@ -35,6 +35,8 @@ def test_ints_are_accepted_for_floats():
     ({"task": "fewshot", "dataset": "o.parquet", "split_sizes": [10, 2]},
      "split_sizes must be three counts (train, val, test), got [10, 2]"),
     ({"algorithm": "protonet"}, "protonet classifies: it needs a classification task (fewshot or random_episodes)"),
+    ({"rotations": True}, "rotations is for task=fewshot; task is sinusoid"),
+    ({"test_ways": 5}, "test_ways is for classification tasks; a sinusoid task has no classes"),
     ({"task": "random_episodes", "ways": 5, "test_ways": 20},
      "maml has a 5-way output layer, so test_ways must be 5 (train a 20-way model for 20-way tests)"),
 ])

@@ -101,3 +101,6 @@ def test_bad_requests_name_the_problem(noise):
         Episodes(noise, np.arange(12), ways=5, shots=2, queries=5)
     with pytest.raises(DataError, match=r"split_sizes \[2, 2, 2\] need 6 groups; the dataset has 3"):
         split_classes(noise, "group", [2, 2, 2])
+    ungrouped = noise._replace(class_groups=("",) * 12)
+    with pytest.raises(DataError, match=r"split_by=group, but the dataset has no groups \(use split_by=class\)"):
+        split_classes(ungrouped, "group", [])

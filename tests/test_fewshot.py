@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from PIL import Image
 
-from distmeta import TEST, MetaTrainer, resolve
+from distmeta import TEST, MetaTrainer, load_checkpoint, resolve
+from distmeta.data import write_dataset
 from distmeta.cli import main
 from conftest import GLYPH_NAMES, glyph_images
 
@@ -83,23 +85,44 @@ def test_import_train_evaluate_from_the_command_line(tmp_path, tracking_uri, cap
         assert lines[0].startswith(f"{ways}-way {shots}-shot accuracy: ")
         assert (result["ways"], result["shots"], result["episodes"], result["dataset"]) == (ways, shots, 60, str(data))
         assert 1 / ways + 0.2 < result["mean"] <= 1
-    # another file's classes, all of them: the glyphs re-imported as a second "dataset"
-    assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(data), "--ways", "20", "--episodes", "30",
+    # every class of another file: 12 new glyphs x 4 rotations = 48 classes, so 41-way is possible only there
+    # (the run's own test split has 10 x 4 = 40)
+    images, labels = glyph_images(classes=12, seed=1)
+    other = tmp_path / "other.parquet"
+    write_dataset(other, images, labels, [f"new{c}" for c in range(12)], metadata={"name": "other"})
+    assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(other), "--ways", "41", "--episodes", "20",
                  "--tracking-uri", tracking_uri, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ways"] == 20
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["ways"], result["dataset"]) == (41, str(other)) and result["mean"] > 2 / 41
+    assert main(["evaluate", "--checkpoint", str(out), "--ways", "41", "--tracking-uri", tracking_uri]) == 2
+    assert "41-way episodes need 41 classes; the test split of" in capsys.readouterr().err
+
+
+def test_a_time_budget_stops_training_and_still_tests_and_saves(glyph_file, tmp_path, tracking_uri, capsys):
+    out = tmp_path / "run"
+    sets = ["task=fewshot", f"dataset={glyph_file}", *SHOTS, "algorithm=protonet", "steps=1000000", "minutes=0.02",
+            "split_sizes=[3, 0, 1]", "eval_episodes=20", "val_every=5"]  # no validation classes: validation is skipped
+    assert main(["train", *[a for s in sets for a in ("--set", s)], "--output", str(out), "--tracking-uri", tracking_uri,
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < result["steps"] < 1000000 and result["seconds"] < 60
+    assert result["validation"] is None and result["test"]["episodes"] == 20
+    assert load_checkpoint(out).step == result["steps"]
 
 
 @pytest.mark.parametrize("overrides, flags, message", [
-    (["ways=11"], [], "11-way episodes need 11 classes; this split of {data} has 10"),
+    (["ways=11"], [], "11-way episodes need 11 classes; the validation split of {data} has 10"),
     (["queries=12"], [], "class 'g0/c00' of {data} has 12 images, fewer than shots + queries = 13"),
     (["split_sizes=[3, 1, 1]"], [], "split_sizes [3, 1, 1] need 5 groups; {data} has 4"),
     (["dataset={missing}"], [], "{missing}"),
     (["algorithm=maml", "test_ways=20"], [], "maml has a 5-way output layer, so test_ways must be 5"),
+    (["test_dataset={small}"], [], "test_dataset {small} holds 1x14x14 images; the model takes 1x28x28"),
 ])
 def test_bad_few_shot_runs_are_one_line_and_leave_nothing(glyph_file, tmp_path, tracking_uri, capsys, overrides, flags,
                                                           message):
-    missing = tmp_path / "missing.parquet"
-    names = {"data": glyph_file, "missing": missing}
+    missing, small = tmp_path / "missing.parquet", tmp_path / "small.parquet"
+    write_dataset(small, np.zeros((24, 1, 14, 14), np.uint8), np.repeat(np.arange(6), 4), [str(c) for c in range(6)])
+    names = {"data": glyph_file, "missing": missing, "small": small}
     sets = [a for s in ["task=fewshot", f"dataset={glyph_file}", *SHOTS, *overrides] for a in ("--set", s.format(**names))]
     recorded = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     code = main(["train", *sets, *flags, "--output", str(tmp_path / "run"), "--tracking-uri", tracking_uri])

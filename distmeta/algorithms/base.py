@@ -130,6 +130,24 @@ def _lr(lr, name):
     return lr[name] if isinstance(lr, dict) else lr
 
 
+def query_loss_grad(adapt, predict, tasks_spec):
+    """``task_grad`` of a learner scored on the query set after adapting to the support set.
+
+    The meta-gradient of MAML, Meta-SGD, ProtoNets and Matching Networks: the
+    gradient of the query loss with respect to the meta-parameters, through
+    ``adapt`` (inner SGD steps, or the prototypes / memory of the support set).
+    """
+
+    def query_loss(meta_params, task):
+        task_params = adapt(meta_params, task.support_x, task.support_y)
+        return scored(tasks_spec, predict(task_params, task.query_x), task.query_y)
+
+    def task_grad(meta_params, task):
+        return grad(query_loss, has_aux=True)(meta_params, task)
+
+    return task_grad
+
+
 def scored(tasks_spec, prediction, target):
     """(loss, metrics): the differentiable loss, and it with the task's metrics, detached."""
     value = tasks_spec.loss(prediction, target)

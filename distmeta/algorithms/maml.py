@@ -7,7 +7,7 @@ included). ``first_order=True`` is FOMAML (see fomaml.py).
 
 from __future__ import annotations
 
-from distmeta.algorithms.base import Algorithm, grad, scored, sgd_steps
+from distmeta.algorithms.base import Algorithm, query_loss_grad, sgd_steps
 
 
 def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool = False) -> Algorithm:
@@ -20,12 +20,6 @@ def maml(apply, tasks_spec, inner_lr: float, inner_steps: int, first_order: bool
     def adapt(meta_params, support_x, support_y, steps=inner_steps):
         return sgd_steps(apply, loss, meta_params, support_x, support_y, inner_lr, steps, first_order)
 
-    def query_loss(meta_params, task):
-        adapted = adapt(meta_params, task.support_x, task.support_y)
-        return scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
-
-    def task_grad(meta_params, task):
-        return grad(query_loss, has_aux=True)(meta_params, task)
-
+    task_grad = query_loss_grad(adapt, apply, tasks_spec)  # through every inner step (unless first order)
     return Algorithm("fomaml" if first_order else "maml", init=dict, task_grad=task_grad, adapt=adapt, predict=apply)
 

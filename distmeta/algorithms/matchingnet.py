@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distmeta.algorithms.base import SUPPORT, Algorithm, grad, label_slots, scored, without_support
+from distmeta.algorithms.base import SUPPORT, Algorithm, label_slots, query_loss_grad, without_support
 
 
 def attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -38,11 +38,5 @@ def matchingnet(apply, tasks_spec, inner_lr: float = 0.0, inner_steps: int = 0) 
         attended = attention(apply(without_support(task_params), x), task_params[SUPPORT + "embeddings"])
         return torch.log((attended @ task_params[SUPPORT + "labels"]).clamp(min=1e-30))
 
-    def episode_loss(meta_params, task):
-        task_params = adapt(meta_params, task.support_x, task.support_y)
-        return scored(tasks_spec, predict(task_params, task.query_x), task.query_y)
-
-    def task_grad(meta_params, task):
-        return grad(episode_loss, has_aux=True)(meta_params, task)
-
-    return Algorithm("matchingnet", init=dict, task_grad=task_grad, adapt=adapt, predict=predict)
+    return Algorithm("matchingnet", init=dict, task_grad=query_loss_grad(adapt, predict, tasks_spec), adapt=adapt,
+                     predict=predict)

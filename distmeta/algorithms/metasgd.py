@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from distmeta.algorithms.base import Algorithm, grad, scored, sgd_steps
+from distmeta.algorithms.base import Algorithm, query_loss_grad, sgd_steps
 
 PREFIX = "inner_lr:"
 
@@ -32,11 +32,5 @@ def metasgd(apply, tasks_spec, inner_lr: float, inner_steps: int) -> Algorithm:
         params, rates = split(meta_params)
         return sgd_steps(apply, loss, params, support_x, support_y, rates, steps)
 
-    def query_loss(meta_params, task):
-        adapted = adapt(meta_params, task.support_x, task.support_y)
-        return scored(tasks_spec, apply(adapted, task.query_x), task.query_y)
-
-    def task_grad(meta_params, task):
-        return grad(query_loss, has_aux=True)(meta_params, task)
-
-    return Algorithm("metasgd", init=init, task_grad=task_grad, adapt=adapt, predict=apply)
+    return Algorithm("metasgd", init=init, task_grad=query_loss_grad(adapt, apply, tasks_spec), adapt=adapt,
+                     predict=apply)

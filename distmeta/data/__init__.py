@@ -13,7 +13,8 @@ from distmeta.data.dataset import DataError, ImageDataset, from_arrays
 # Loaded on first use, so that importing DataError or ImageDataset (as every
 # `import distmeta` does) costs no pyarrow.parquet, pyarrow.compute or tqdm.
 _LAZY = {"load_dataset": "parquet", "write_dataset": "parquet", "dataset_info": "parquet", "format_info": "parquet",
-         "import_omniglot": "importers", "import_folder": "importers", "import_miniimagenet": "importers"}
+         "import_omniglot": "importers", "import_folder": "importers", "import_miniimagenet": "importers",
+         "read_folder": "importers", "read_support": "support"}
 
 __all__ = ["DataError", "ImageDataset", "from_arrays", *_LAZY]
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from distmeta.data.dataset import DataError
+from distmeta.data.dataset import DataError, ImageDataset
 from distmeta.data.parquet import write_dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -87,9 +87,30 @@ def import_folder(path, output, size: int = 84, channels: int = 3, force: bool =
     group (a grouped class is named "group/class"), images sorted by file name.
     Images are squashed to ``size`` x ``size`` without cropping.
     """
+    _check_channels(channels)
+    started = _start(output, size, force)
+    root, classes = _folder_classes(path)
+    metadata = {"name": root.resolve().name, "source": [str(root)]}
+    return _convert(classes, output, size, MODES[channels], progress, metadata, started)
+
+
+def read_folder(path, size: int, channels: int, progress: bool = False) -> ImageDataset:
+    """An image folder decoded in memory, as ``import_folder`` would write it (e.g. a new task's support set)."""
+    _check_channels(channels)
+    root, classes = _folder_classes(path)
+    images = _decode_all([ref for c in classes for ref in c.images], size, MODES[channels], progress, root.name)
+    labels = np.repeat(np.arange(len(classes)), [len(c.images) for c in classes])
+    return ImageDataset(images, labels, tuple(c.name for c in classes), tuple(c.group for c in classes), root.name,
+                        str(root))
+
+
+def _check_channels(channels: int) -> None:
     if channels not in MODES:
         raise DataError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels}")
-    started = _start(output, size, force)
+
+
+def _folder_classes(path) -> tuple[Path, list[_Class]]:
+    """The classes of an image folder, in order, after checking its layout."""
     root = _folder(path)
     files = sorted(_image_files(root, IMAGE_EXTENSIONS))
     if not files:
@@ -100,10 +121,8 @@ def import_folder(path, output, size: int = 84, channels: int = 3, force: bool =
     if stray:
         raise DataError(f"{stray} is out of place: expected PATH/<class>/<image> or PATH/<group>/<class>/<image>, "
                         "every image at the same depth")
-    classes = [_Class("/".join(key), key[0] if depth == 3 else "", [file for _, file in group])
-               for key, group in itertools.groupby(files, key=lambda f: f[0][:-1])]
-    metadata = {"name": root.resolve().name, "source": [str(root)]}
-    return _convert(classes, output, size, MODES[channels], progress, metadata, started)
+    return root, [_Class("/".join(key), key[0] if depth == 3 else "", [file for _, file in group])
+                  for key, group in itertools.groupby(files, key=lambda f: f[0][:-1])]
 
 
 def import_miniimagenet(path, output, size: int = 84, force: bool = False, progress: bool = True) -> dict:

@@ -52,7 +52,7 @@ def write_dataset(path, images, labels, class_names, class_groups=None, drawers=
 
 
 def load_dataset(path) -> ImageDataset:
-    """Load a dataset file; ``images`` is a read-only view of the decoded Arrow buffer.
+    """Load a dataset file; ``images`` is a view of the decoded Arrow buffer (no copy).
 
     >>> data = load_dataset("data/omniglot.parquet")  # doctest: +SKIP
     >>> data.images.shape, data.num_classes          # doctest: +SKIP

@@ -59,7 +59,8 @@ class ParameterServer:
                  "staleness": staleness, "dropped_total": self.dropped, "aggregate_time": time.perf_counter() - start}
         return self.flat.numpy(), stats
 
-    def checkpoint(self, output: str, run_id=None) -> str:
+    def checkpoint(self, output: str, run_id=None, input_shape=None) -> str:
         """Save params, optimizer state, step and config (tasks are pure functions of seeds: no RNG state)."""
         params = unflatten(self.flat, self.spec)
-        return save_checkpoint(output, self.step, params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
+        return save_checkpoint(output, self.step, params, self.opt_state, self.config, run_id, self.config.keep_checkpoints,
+                               input_shape)

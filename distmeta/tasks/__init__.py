@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from distmeta.data.dataset import DataError
 from distmeta.tasks.base import TRAIN, VALIDATION, TEST, Task, task_seed, task_seeds
 from distmeta.tasks.classification import ClassificationLoss, RandomEpisodes
 from distmeta.tasks.fewshot import Episodes, split_classes, with_rotations
@@ -11,13 +12,17 @@ __all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Si
            "RandomEpisodes", "Episodes", "split_classes", "make_tasks"]
 
 
+SPLIT_NAMES = {TRAIN: "training", VALIDATION: "validation", TEST: "test"}
+
+
 def make_tasks(config, split: int = TRAIN, dataset=None):
     """The task distribution a config names for ``split``.
 
     Validation and test episodes use ``test_ways``/``test_shots`` (0: as in
     training). Few-shot episodes come from ``dataset`` when given (already in
     memory, e.g. from Ray's object store), else from the config's file; test
-    episodes come from every class of ``test_dataset`` when one is set.
+    episodes come from every class of ``test_dataset`` when one is set. An
+    empty validation split (``split_sizes=[n, 0, m]``) gives None.
     """
     held_out = split != TRAIN
     ways = (config.test_ways or config.ways) if held_out else config.ways
@@ -26,14 +31,24 @@ def make_tasks(config, split: int = TRAIN, dataset=None):
         return Sinusoid(shots=shots, queries=config.queries)
     if config.task == "random_episodes":
         return RandomEpisodes(ways=ways, shots=shots, queries=config.queries)
+    training = dataset if dataset is not None else _load(config.dataset)
     if split == TEST and config.test_dataset:
         dataset = _load(config.test_dataset)
+        if dataset.image_shape != training.image_shape:
+            raise DataError(f"test_dataset {dataset.path} holds {_shape(dataset)} images; the model takes "
+                            f"{_shape(training)} ({training.path})")
         classes = np.arange(dataset.num_classes)
         classes = with_rotations(classes) if config.rotations else classes
     else:
-        dataset = dataset if dataset is not None else _load(config.dataset)
+        dataset = training
         classes = split_classes(dataset, config.split_by, config.split_sizes, config.rotations)[split]
-    return Episodes(dataset, classes, ways, shots, config.queries, config.rotations)
+        if split == VALIDATION and len(classes) == 0:
+            return None  # split_sizes gave validation no classes: runs skip validation
+    return Episodes(dataset, classes, ways, shots, config.queries, config.rotations, f"the {SPLIT_NAMES[split]} split")
+
+
+def _shape(dataset) -> str:
+    return "x".join(map(str, dataset.image_shape))
 
 
 def _load(path: str):

@@ -35,13 +35,17 @@ class Episodes(ClassificationLoss):
     shots: int = 1
     queries: int = 15
     rotations: bool = False
+    split: str = "this split"  # for error messages: "the validation split", ...
 
     def __post_init__(self):
         if self.ways > len(self.classes):
-            raise DataError(f"{self.ways}-way episodes need {self.ways} classes; this split of "
+            raise DataError(f"{self.ways}-way episodes need {self.ways} classes; {self.split} of "
                             f"{self.dataset.path or 'the dataset'} has {len(self.classes)}")
+        # computed once: drawing a task is then O(ways), not O(images)
+        object.__setattr__(self, "_starts", self.dataset.class_starts)
+        object.__setattr__(self, "_counts", self.dataset.class_counts)
         base = self.classes // ROTATIONS if self.rotations else self.classes
-        counts = self.dataset.class_counts[base]
+        counts = self._counts[base]
         if counts.min() < self.shots + self.queries:
             worst = int(base[counts.argmin()])
             raise DataError(f"class {self.dataset.class_names[worst]!r} of {self.dataset.path or 'the dataset'} has "
@@ -56,7 +60,7 @@ class Episodes(ClassificationLoss):
         chosen = rng.choice(self.classes, self.ways, replace=False)
         base, turns = (chosen // ROTATIONS, chosen % ROTATIONS) if self.rotations else (chosen, np.zeros_like(chosen))
         per_class = self.shots + self.queries
-        starts, counts = self.dataset.class_starts, self.dataset.class_counts
+        starts, counts = self._starts, self._counts
         rows = np.stack([starts[c] + rng.choice(counts[c], per_class, replace=False) for c in base])
         images = self.dataset.images[rows]  # (ways, per_class, C, H, W): a gather, not a decode
         for i in np.flatnonzero(turns):
@@ -77,6 +81,8 @@ def split_classes(dataset: ImageDataset, by: str = "class", sizes=(), rotations:
     ``sizes`` counts classes (``by="class"``) or groups (``by="group"``, e.g.
     Omniglot alphabets) per split; empty means 70/10/20%.
     """
+    if by == "group" and not any(dataset.class_groups):
+        raise DataError(f"split_by=group, but {dataset.path or 'the dataset'} has no groups (use split_by=class)")
     units = dataset.groups if by == "group" else list(range(dataset.num_classes))
     if not sizes:
         train, val = (round(f * len(units)) for f in DEFAULT_FRACTIONS[:2])

@@ -1,8 +1,11 @@
-"""The meta-model as an MLflow pyfunc model.
+"""Meta-models and generated models as self-contained MLflow pyfunc models.
 
-It predicts with the meta-parameters as they are (no adaptation); what it
-stores (architecture config and params as safetensors) is what adapting it
-to a new task needs.
+Both are ``served.py`` (models from code: torch and that file, no distmeta)
+plus a folder with ``model.json`` and ``params.safetensors``. The meta-model
+predicts with the meta-parameters as they are and also carries its training
+checkpoint (config and meta-parameters), which is what ``distmeta generate``
+adapts; a generated model carries the adapted parameters, or for ProtoNets
+and Matching Networks the support set's prototypes or memory.
 """
 
 from __future__ import annotations
@@ -12,54 +15,86 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
+import torch
+from safetensors.torch import save_file
+from torch import nn
 
-PIP_REQUIREMENTS = ["torch", "safetensors", "pyyaml", "numpy", "pandas"]
-PACKAGE = Path(__file__).resolve().parents[1]
-
-
-class MetaModel(mlflow.pyfunc.PythonModel):
-    """Regression meta-model: a DataFrame with a column ``x`` in, ``y`` out."""
-
-    def load_context(self, context):
-        from safetensors.torch import load_file
-
-        from distmeta.config import from_dict
-        from distmeta.models import apply_fn, make_model, model_params
-        from distmeta.tasks import make_tasks
-
-        state = json.loads(Path(context.artifacts["state"]).read_text())
-        config = from_dict(state["config"])
-        model = make_model(config, make_tasks(config))
-        self.params = model_params(model, load_file(context.artifacts["params"]))
-        self.apply = apply_fn(model)
-
-    def predict(self, context, model_input: pd.DataFrame, params=None):
-        import torch
-
-        x = torch.tensor(np.asarray(model_input["x"], dtype=np.float32)).unsqueeze(1)
-        with torch.no_grad():
-            y = self.apply(self.params, x).squeeze(1).numpy()
-        return pd.DataFrame({"y": y})
+SERVED = Path(__file__).with_name("served.py")
+PIP_REQUIREMENTS = ["torch", "safetensors", "numpy", "pandas"]
+HEADS = {"protonet": "prototypes", "matchingnet": "memory"}  # else "logits", or "regression" for sinusoids
 
 
-def log_meta_model(checkpoint: str, name: str = "meta_model"):
-    """Log a checkpoint (local or URI) as a pyfunc model in the active run; returns its model info."""
-    from distmeta.checkpoint import resolve_location
+def network_spec(module: nn.Module) -> dict:
+    """The JSON tree ``served.network`` rebuilds ``module`` from (same layers, same parameter names)."""
+    kind = type(module).__name__
+    if isinstance(module, nn.Sequential):
+        return {"type": "Sequential", "children": [network_spec(child) for child in module]}
+    fields = {
+        nn.Linear: lambda m: {"in": m.in_features, "out": m.out_features},
+        nn.Conv2d: lambda m: {"in": m.in_channels, "out": m.out_channels, "kernel": m.kernel_size[0], "padding": m.padding[0]},
+        nn.BatchNorm2d: lambda m: {"channels": m.num_features},
+        nn.MaxPool2d: lambda m: {"kernel": m.kernel_size},
+        nn.ReLU: lambda m: {},
+        nn.Flatten: lambda m: {},
+    }
+    for layer, describe in fields.items():
+        if type(module) is layer:
+            return {"type": layer.__name__, **describe(module)}
+    raise ValueError(f"cannot serve a {kind} layer")
 
-    example = pd.DataFrame({"x": np.linspace(-5.0, 5.0, 5)})
-    signature = mlflow.models.infer_signature(example, pd.DataFrame({"y": np.zeros(5)}))
-    fs, path = resolve_location(checkpoint)
+
+def head_of(algorithm: str, task: str, adapted: bool) -> str:
+    if task == "sinusoid":
+        return "regression"
+    if algorithm in HEADS:
+        return HEADS[algorithm] if adapted else "embedding"
+    return "logits"
+
+
+def write_model(folder: Path, model: nn.Module, tensors: dict, head: str, input_shape, classes=()) -> None:
+    """``model.json`` and ``params.safetensors`` of a servable model in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"format": 1, "network": network_spec(model), "head": head, "input_shape": list(input_shape),
+            "classes": [str(c) for c in classes]}
+    (folder / "model.json").write_text(json.dumps(spec, indent=1))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / "params.safetensors"))
+
+
+def input_example(x: torch.Tensor) -> pd.DataFrame:
+    """A pyfunc input frame for examples ``x``: column ``x``, or ``image`` rows of C*H*W pixels."""
+    if x.dim() == 2:
+        return pd.DataFrame({"x": x[:, 0].double().numpy()})
+    return pd.DataFrame({"image": list(x.reshape(len(x), -1).double().numpy())})
+
+
+def log_model(folder: Path, name: str, example: pd.DataFrame, registered_model_name: str | None = None,
+              checkpoint: str | None = None):
+    """Log the model in ``folder`` to the active run (and register it); returns MLflow's ModelInfo.
+
+    The signature is inferred by running the model on ``example``.
+    """
+    artifacts = {"model": str(folder), **({"checkpoint": checkpoint} if checkpoint else {})}
+    return mlflow.pyfunc.log_model(name=name, python_model=str(SERVED), artifacts=artifacts, input_example=example,
+                                   pip_requirements=PIP_REQUIREMENTS, registered_model_name=registered_model_name)
+
+
+def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
+    """Log a training checkpoint (local or URI) as the run's meta-model; returns its ModelInfo."""
+    from distmeta.checkpoint import load_checkpoint, resolve_location
+    from distmeta.models import model_params
+    from distmeta.setup import learner, without_data
+
+    checkpoint = load_checkpoint(checkpoint_location)
+    config = checkpoint.config
+    model, _, _ = learner(config, without_data(config, checkpoint.input_shape))
+    head = head_of(config.algorithm, config.task, adapted=False)
+    classes = range(config.ways) if head == "logits" else ()
+    fs, path = resolve_location(checkpoint.path)
     with tempfile.TemporaryDirectory() as local:
-        pafs.copy_files(path, local, source_filesystem=fs)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=MetaModel(),
-            artifacts={"params": f"{local}/params.safetensors", "state": f"{local}/state.json"},
-            code_paths=[str(PACKAGE)],
-            pip_requirements=PIP_REQUIREMENTS,
-            signature=signature,
-            input_example=example,
-        )
+        write_model(Path(local) / "model", model, model_params(model, checkpoint.params), head, checkpoint.input_shape, classes)
+        (Path(local) / "checkpoint").mkdir()
+        pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)
+        example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task == "sinusoid" else torch.rand(2, *checkpoint.input_shape)
+        return log_model(Path(local) / "model", name, input_example(example), checkpoint=f"{local}/checkpoint")

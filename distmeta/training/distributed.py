@@ -131,7 +131,7 @@ class DistributedTrainer:
     evaluate = MetaTrainer.evaluate
 
     def save(self, output, run_id=None) -> str:
-        return ray.get(self.server.checkpoint.remote(output, run_id))
+        return ray.get(self.server.checkpoint.remote(output, run_id, self.setup.tasks.input_shape))
 
     def worker_locations(self) -> list[dict]:
         """Each worker's process id and Ray node id."""

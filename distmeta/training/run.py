@@ -67,6 +67,8 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     from distmeta.tracking import use_store
 
     output = _absolute(output or default_output(config))
+    # data paths as absolute ones, so the saved config works from any folder (evaluate, resume, generate)
+    config = replace(config, **{k: _absolute(getattr(config, k)) for k in ("dataset", "test_dataset") if getattr(config, k)})
     checkpoint = prepare_output(config, output, resume)
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
     trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
@@ -92,10 +94,9 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
             tracker.log_params(config.to_dict())
         started = time.perf_counter()
         stats = _fit(trainer, output, tracker, progress)
-        validation = trainer.evaluate(VALIDATION, config.val_tasks)
+        validation = _validate(trainer, tracker)
         test = trainer.evaluate(TEST, config.eval_episodes)
-        tracker.log_metrics({f"val_{validation.metric}": validation.mean, f"test_{test.metric}": test.mean,
-                             f"test_{test.metric}_ci95": test.ci95}, trainer.step)
+        tracker.log_metrics({f"test_{test.metric}": test.mean, f"test_{test.metric}_ci95": test.ci95}, trainer.step)
         final = trainer.save(output, tracker.run_id)
         _log_artifacts(trainer, tracker, final)
         return {
@@ -105,7 +106,7 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
             "steps": trainer.step,
             "tasks_per_second": stats["tasks"] / stats["seconds"] if stats["seconds"] else 0.0,
             "seconds": round(time.perf_counter() - started, 2),
-            "validation": {"metric": validation.metric, "value": validation.mean},
+            "validation": validation and {"metric": validation.metric, "value": validation.mean},
             "test": test._asdict(),
         }
 
@@ -123,7 +124,7 @@ def _fit(trainer, output: str, tracker, progress: bool) -> dict:
                desc=f"{config.algorithm} {config.task}")
     deadline = time.monotonic() + 60 * config.minutes if config.minutes else float("inf")
     with bar:
-        while trainer.step < config.steps and time.monotonic() < deadline:
+        while trainer.step < config.steps:
             metrics = trainer.meta_step()
             stats["tasks"] += round(metrics["tasks_per_second"] * metrics["step_time"])
             stats["seconds"] += metrics["step_time"]
@@ -138,12 +139,22 @@ def _fit(trainer, output: str, tracker, progress: bool) -> dict:
                 bar.set_postfix(_postfix(means), refresh=False)
                 window.clear()
             if config.val_every and step % config.val_every == 0 and not last:
-                summary = trainer.evaluate(VALIDATION, config.val_tasks)
-                tracker.log_metrics({f"val_{summary.metric}": summary.mean}, step)
+                _validate(trainer, tracker)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 trainer.save(output, tracker.run_id)
             bar.update(1)
+            if last:  # the step budget or the time budget is spent
+                break
     return stats
+
+
+def _validate(trainer, tracker):
+    """Validate and log it; None when the run has no validation classes."""
+    if trainer.setup.tasks_for(VALIDATION) is None:
+        return None
+    summary = trainer.evaluate(VALIDATION, trainer.config.val_tasks)
+    tracker.log_metrics({f"val_{summary.metric}": summary.mean}, trainer.step)
+    return summary
 
 
 def _postfix(means: dict) -> dict:
@@ -165,10 +176,10 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         seeds = task_seeds(trainer.config.seed, VALIDATION, 0, 4)
         fits = sinusoid_fits(trainer.setup, trainer.meta_params, seeds, trainer.config.test_inner_steps)
         tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
-        info = log_meta_model(checkpoint)  # regression meta-models; image ones arrive with `generate`
-        tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
     elif trainer.setup.tasks.metric == "accuracy":
         tracker.log_figure(plots.episode(*test_episode(trainer.setup, trainer.meta_params)), "test_episode.png")
+    info = log_meta_model(checkpoint)
+    tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
 def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) -> dict:

@@ -54,7 +54,8 @@ class MetaTrainer:
         """Nothing to release in one process (the distributed trainer stops its actors)."""
 
     def save(self, output, run_id=None):
-        return save_checkpoint(output, self.step, self.meta_params, self.opt_state, self.config, run_id, self.config.keep_checkpoints)
+        return save_checkpoint(output, self.step, self.meta_params, self.opt_state, self.config, run_id,
+                               self.config.keep_checkpoints, self.setup.tasks.input_shape)
 
 
 def step_summary(metrics: dict, kept: torch.Tensor, seconds: float) -> dict[str, float]:

@@ -1,0 +1,87 @@
+"""A distmeta model as a self-contained MLflow pyfunc model ("models from code").
+
+MLflow logs this file with the model and runs it when the model loads, so a
+served or loaded model needs torch, safetensors, numpy, pandas and MLflow,
+and no distmeta code. The model's folder holds ``model.json`` (the network
+as a tree of torch layers, the head, the input shape, class names) and
+``params.safetensors`` (the network's weights, and for metric-based learners
+the support set's prototypes or memory under ``support:`` keys).
+
+Input: a DataFrame with column ``x`` (regression) or ``image`` (each row the
+C*H*W pixels in [0, 1], row-major, as a list). Output: ``y``; or ``label``
+(a class name of the support set) and ``probabilities`` (one per class, in
+``classes`` order); or ``embedding`` for an unadapted metric-based meta-model.
+Batch norm uses the statistics of the batch it is given, as in training:
+send an image model a batch of queries, not one image at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+SUPPORT = "support:"
+LAYERS = {
+    "Sequential": lambda spec: nn.Sequential(*(network(child) for child in spec["children"])),
+    "Linear": lambda spec: nn.Linear(spec["in"], spec["out"]),
+    "Conv2d": lambda spec: nn.Conv2d(spec["in"], spec["out"], spec["kernel"], padding=spec["padding"]),
+    "BatchNorm2d": lambda spec: nn.BatchNorm2d(spec["channels"], track_running_stats=False),
+    "MaxPool2d": lambda spec: nn.MaxPool2d(spec["kernel"]),
+    "ReLU": lambda spec: nn.ReLU(),
+    "Flatten": lambda spec: nn.Flatten(),
+}
+
+
+def network(spec: dict) -> nn.Module:
+    """The torch module a ``model.json`` network tree describes."""
+    return LAYERS[spec["type"]](spec)
+
+
+def scores(head: str, output: torch.Tensor, support: dict) -> torch.Tensor:
+    """Class log-scores of a classifier head over the network's output."""
+    if head == "logits":
+        return output
+    if head == "prototypes":  # Prototypical Networks: -squared Euclidean distance to each class mean
+        prototypes = support["prototypes"]
+        return -((output * output).sum(-1, keepdim=True) - 2 * output @ prototypes.T + (prototypes * prototypes).sum(-1))
+    if head == "memory":  # Matching Networks: softmax over cosine similarity to the support set
+        cosine = nn.functional.normalize(output, dim=-1) @ nn.functional.normalize(support["embeddings"], dim=-1).T
+        return torch.log((torch.softmax(cosine, dim=-1) @ support["labels"]).clamp(min=1e-30))
+    raise ValueError(f"unknown head {head!r}")
+
+
+class DistmetaModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from safetensors.torch import load_file
+
+        folder = Path(context.artifacts["model"])
+        self.spec = json.loads((folder / "model.json").read_text())
+        tensors = load_file(folder / "params.safetensors")
+        self.net = network(self.spec["network"])
+        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(SUPPORT)})
+        self.support = {k[len(SUPPORT):]: v for k, v in tensors.items() if k.startswith(SUPPORT)}
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        column = "image" if len(self.spec["input_shape"]) == 3 else "x"
+        rows = np.stack([np.asarray(value, dtype=np.float32).reshape(-1) for value in model_input[column]])
+        x = torch.from_numpy(rows).reshape(len(rows), *self.spec["input_shape"])
+        with torch.no_grad():
+            output = self.net(x)
+            head = self.spec["head"]
+            if head == "regression":
+                return pd.DataFrame({"y": output[:, 0].numpy().astype(np.float64)})
+            if head == "embedding":
+                return pd.DataFrame({"embedding": list(output.numpy().astype(np.float64))})
+            classes = self.spec["classes"]
+            probabilities = torch.softmax(scores(head, output, self.support)[:, : len(classes)], dim=-1)
+        return pd.DataFrame({"label": [classes[i] for i in probabilities.argmax(-1).tolist()],
+                             "probabilities": list(probabilities.numpy().astype(np.float64))})
+
+
+mlflow.models.set_model(DistmetaModel())
