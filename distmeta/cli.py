@@ -56,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="test on every class of this Parquet file (default: the run's test split)")
     _common(evaluate)
 
+    generate = commands.add_parser("generate", help="adapt a meta-model to a new task's examples; register the model in MLflow")
+    generate.add_argument("--meta-model", required=True, metavar="URI",
+                          help="runs:/RUN/meta_model, models:/NAME@ALIAS, models:/m-ID, or a checkpoint folder")
+    generate.add_argument("--support", required=True, metavar="FILE",
+                          help="the new task's labelled examples: CSV/Parquet with x and y columns (a task column or a "
+                               "folder of files: many tasks), an image folder PATH/<class>/<image> (a folder of those: "
+                               "many tasks), or a Parquet file from `distmeta data import`")
+    generate.add_argument("--steps", type=int, help="adaptation steps (default: the meta-model's test_inner_steps)")
+    generate.add_argument("--name", help="registered model name (default: ALGORITHM-TASK); each run adds a version")
+    generate.add_argument("--name-per-task", action="store_true", help="register each task as NAME-TASK, not as versions of NAME")
+    generate.add_argument("--workers", type=int, help="adapt many tasks as Ray tasks (0: in this process; "
+                                                      "default: the meta-model's workers)")
+    generate.add_argument("--address", help="Ray cluster for adapting many tasks in parallel (default: a local one)")
+    _common(generate)
+
     data = commands.add_parser("data", help="import an image dataset into one Parquet file, or describe one")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     sources = data_commands.add_parser("import", help="decode a downloaded dataset into Parquet").add_subparsers(
@@ -88,7 +103,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"train": _train, "evaluate": _evaluate, "data": _data}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "data": _data}[args.command](args)
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -163,6 +178,22 @@ def _evaluate(args) -> int:
     episode = f"{result['ways']}-way {result['shots']}-shot " if "ways" in result else ""
     print(f"{episode}{result['metric']}{_adaptation(result['algorithm'], result['inner_steps'])}: {result['mean']:.4f} +- {result['ci95']:.4f} "
           f"(95% CI, {result['episodes']} tasks)")
+    if args.json:
+        print(_json(result))
+    return 0
+
+
+def _generate(args) -> int:
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    _ray_token_auth(args.address)
+    from distmeta.training.generate import generate
+
+    result = generate(args.meta_model, args.support, args.steps, args.name, args.name_per_task, args.tracking_uri,
+                      args.address, args.workers)
+    for model in result["models"]:
+        fit = ", ".join(f"{k} {v:.4g}" for k, v in model["support_fit"].items())
+        print(f"registered {model['model_uri']}: task {model['task']}, {model['support_size']} examples, support {fit}")
     if args.json:
         print(_json(result))
     return 0

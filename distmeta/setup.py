@@ -83,6 +83,18 @@ def without_data(config: Config, input_shape) -> object:
     return RandomEpisodes(config.ways, config.shots, config.queries, tuple(input_shape))
 
 
+def adapt_support(config: Config, input_shape, meta_params: dict, support_x, support_y, steps: int):
+    """(task params, fit) of a new task: the algorithm's adaptation to its support set, and how well
+    the result fits that support set (loss and the task's metric). What ``distmeta generate`` serves."""
+    tasks = without_data(config, input_shape)
+    _, _, algorithm = learner(config, tasks)
+    task_params = {k: v.detach() for k, v in algorithm.adapt(meta_params, support_x, support_y, steps).items()}
+    with torch.no_grad():
+        prediction = algorithm.predict(task_params, support_x)
+        fit = {"loss": tasks.loss(prediction, support_y), **tasks.metrics(prediction, support_y)}
+    return task_params, {k: float(v) for k, v in fit.items()}
+
+
 def outer_optimizer(config: Config) -> Optimizer:
     return make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
 

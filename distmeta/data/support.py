@@ -82,6 +82,9 @@ def _images(path: Path, input_shape: tuple) -> list[SupportSet]:
     if len(input_shape) != 3:
         raise DataError(f"{path}: the meta-model takes a table with x and y, not images")
     channels, size, _ = input_shape
+    if not path.is_dir() and path.suffix.lower() != ".parquet":
+        raise DataError(f"{path}: the meta-model takes {'x'.join(map(str, input_shape))} images, not a table "
+                        "(give an image folder, or a Parquet file from `distmeta data import`)")
     if path.is_dir():
         from distmeta.data.importers import read_folder
 

@@ -10,6 +10,7 @@ import ray
 from distmeta.config import ConfigError
 from distmeta.distributed.server import ParameterServer
 from distmeta.distributed.worker import MetaWorker
+from distmeta.setup import adapt_support
 
 
 def connect(address: str | None = None) -> str | None:
@@ -49,6 +50,13 @@ def start_workers(config, count: int, dataset=None):
         scheduling_strategy="SPREAD",
     )
     return [actor.remote(config.to_dict(), dataset) for _ in range(count)]
+
+
+def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int) -> list:
+    """``setup.adapt_support`` of every support set, as Ray tasks spread over the cluster's workers."""
+    adapt = ray.remote(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus)(adapt_support)
+    shared = ray.put(meta_params)  # once, not once per task
+    return ray.get([adapt.remote(config, input_shape, shared, s.x, s.y, steps) for s in supports])
 
 
 def where(worker, timeout: float | None = None):

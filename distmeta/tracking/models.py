@@ -80,6 +80,46 @@ def log_model(folder: Path, name: str, example: pd.DataFrame, registered_model_n
                                    pip_requirements=PIP_REQUIREMENTS, registered_model_name=registered_model_name)
 
 
+def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes: int) -> dict:
+    """What a generated model stores: the adapted weights, and the support summary cut to its ``classes``."""
+    from distmeta.models import model_params
+
+    tensors = model_params(model, task_params)
+    if algorithm == "protonet":
+        tensors["support:prototypes"] = task_params["support:prototypes"][:classes]
+    if algorithm == "matchingnet":
+        tensors["support:embeddings"] = task_params["support:embeddings"]
+        tensors["support:labels"] = task_params["support:labels"][:, :classes]
+    return tensors
+
+
+def fetch_meta_model(uri: str, into: str) -> str:
+    """The training checkpoint inside a meta-model: a local checkpoint folder as is, or an MLflow
+    model URI (runs:/, models:/, m-...) downloaded into ``into``."""
+    from distmeta.checkpoint import CheckpointError
+
+    if "://" not in uri and ":/" not in uri:
+        return uri  # a checkpoint folder (load_checkpoint says if it is not one)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=into)
+    except Exception as err:  # MlflowException, OSError, ...: a URI that does not resolve
+        raise CheckpointError(f"meta-model {uri} not found: {str(err).strip().splitlines()[0][:200]}") from None
+    checkpoint = Path(local) / "artifacts" / "checkpoint"
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"{uri} is not a distmeta meta-model (it has no checkpoint artifact)")
+    return str(checkpoint)
+
+
+def register(folder: Path, name: str, registered_name: str, example: pd.DataFrame, tags: dict):
+    """Log a generated model to the active run as a new version of ``registered_name``, tagged; (info, version)."""
+    info = log_model(folder, name, example, registered_model_name=registered_name)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    return info, version
+
+
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     """Log a training checkpoint (local or URI) as the run's meta-model; returns its ModelInfo."""
     from distmeta.checkpoint import load_checkpoint, resolve_location
