@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int, help="adaptation steps (default: the meta-model's test_inner_steps)")
     generate.add_argument("--name", help="registered model name (default: ALGORITHM-TASK); each run adds a version")
     generate.add_argument("--name-per-task", action="store_true", help="register each task as NAME-TASK, not as versions of NAME")
-    generate.add_argument("--workers", type=int, help="adapt many tasks as Ray tasks (0: in this process; "
-                                                      "default: the meta-model's workers)")
+    generate.add_argument("--parallel", type=int, default=0, metavar="N",
+                          help="adapt many tasks as Ray tasks, N at a time (default 0: one after another, in this process)")
     generate.add_argument("--address", help="Ray cluster for adapting many tasks in parallel (default: a local one)")
     _common(generate)
 
@@ -153,6 +153,8 @@ def _json(result: dict) -> str:
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps(clean(result), allow_nan=False)
@@ -184,13 +186,14 @@ def _evaluate(args) -> int:
 
 
 def _generate(args) -> int:
-    if args.steps is not None and args.steps < 0:
-        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    for flag, value in (("steps", args.steps), ("parallel", args.parallel)):
+        if value is not None and value < 0:
+            raise ConfigError(f"--{flag} must be >= 0, got {value}")
     _ray_token_auth(args.address)
     from distmeta.training.generate import generate
 
-    result = generate(args.meta_model, args.support, args.steps, args.name, args.name_per_task, args.tracking_uri,
-                      args.address, args.workers)
+    result = generate(args.meta_model, args.support, steps=args.steps, name=args.name, name_per_task=args.name_per_task,
+                      parallel=args.parallel, address=args.address, tracking_uri=args.tracking_uri)
     for model in result["models"]:
         fit = ", ".join(f"{k} {v:.4g}" for k, v in model["support_fit"].items())
         print(f"registered {model['model_uri']}: task {model['task']}, {model['support_size']} examples, support {fit}")

@@ -91,6 +91,8 @@ def adapt_support(config: Config, input_shape, meta_params: dict, support_x, sup
     task_params = {k: v.detach() for k, v in algorithm.adapt(meta_params, support_x, support_y, steps).items()}
     with torch.no_grad():
         prediction = algorithm.predict(task_params, support_x)
+        if support_y.dtype == torch.int64:  # classes: score as the served model does, over the support's N classes
+            prediction = prediction[:, : int(support_y.max()) + 1]
         fit = {"loss": tasks.loss(prediction, support_y), **tasks.metrics(prediction, support_y)}
     return task_params, {k: float(v) for k, v in fit.items()}
 

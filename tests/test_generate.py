@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,7 +19,9 @@ from PIL import Image
 
 from distmeta import load_checkpoint
 from distmeta.cli import main
-from distmeta.setup import learner, without_data
+from distmeta.data import write_dataset
+from distmeta.data.support import read_support
+from distmeta.setup import adapt_support, learner, without_data
 from distmeta.tasks import Sinusoid, Task
 from distmeta.training.evaluation import adapted_metrics
 from conftest import glyph_images
@@ -64,7 +68,7 @@ def glyph_meta(tmp_path_factory, tracking_uri, glyph_file):
                 "eval_episodes=20", "outer_lr=0.003", "meta_batch_size=4"]
     return {algorithm: train(tmp_path_factory, tracking_uri, *few_shot, f"algorithm={algorithm}", "steps=60",
                              "inner_lr=0.4", "test_inner_steps=3")
-            for algorithm in ("protonet", "fomaml")}
+            for algorithm in ("protonet", "matchingnet", "fomaml", "metasgd")}
 
 
 def sine(n: int, seed: int) -> pd.DataFrame:
@@ -132,13 +136,22 @@ def write_task(root, classes, per_class, seed=0):
     return np.concatenate(chosen)  # 3 unseen queries per class
 
 
-@pytest.mark.parametrize("algorithm", ["protonet", "fomaml"])
-def test_a_generated_image_model_predicts_as_the_adapted_model(glyph_meta, algorithm, tmp_path, tracking_uri, capsys):
-    out, _, _ = glyph_meta[algorithm]
-    queries = write_task(tmp_path / "task", range(30, 35), per_class=1)  # test-split glyphs, 1 image per class
-    code, result = cli(capsys, "generate", "--meta-model", out, "--support", tmp_path / "task", "--name",
-                       f"glyphs-{algorithm}", "--tracking-uri", tracking_uri, "--json")
-    assert code == 0 and result["support_size"] == 5
+@pytest.mark.parametrize("algorithm, ways", [("protonet", 5), ("matchingnet", 5), ("fomaml", 5), ("metasgd", 5),
+                                             ("fomaml", 3)])  # 3 classes on a 5-way head: the first 3 outputs
+def test_a_generated_image_model_predicts_as_the_adapted_model(glyph_meta, algorithm, ways, tmp_path, tracking_uri,
+                                                               capsys):
+    out, meta_uri, _ = glyph_meta[algorithm]
+    queries = write_task(tmp_path / "task", range(30, 30 + ways), per_class=1)  # test-split glyphs, 1 image per class
+    # by its MLflow URI through an alias, as users of the registry would
+    client = mlflow.MlflowClient()
+    meta_name = f"meta-{algorithm}"
+    registered = mlflow.register_model(meta_uri, meta_name)
+    client.set_registered_model_alias(meta_name, "prod", registered.version)
+    code, result = cli(capsys, "generate", "--meta-model", f"models:/{meta_name}@prod", "--support", tmp_path / "task",
+                       "--name", f"glyphs-{algorithm}", "--tracking-uri", tracking_uri, "--json")
+    assert code == 0 and result["support_size"] == ways
+    assert client.get_model_version(result["name"], result["version"]).tags["distmeta.meta_model"].endswith(
+        f"(models:/{meta_uri.rsplit('/', 1)[-1]})")  # the alias, and the logged model it pointed to
     frame = pd.DataFrame({"image": list((queries.reshape(len(queries), -1) / 255.0))})
     served = mlflow.pyfunc.load_model(result["model_uri"]).predict(frame)
     # in-process: the algorithm's own adaptation and prediction
@@ -146,33 +159,54 @@ def test_a_generated_image_model_predicts_as_the_adapted_model(glyph_meta, algor
     config = checkpoint.config
     _, _, algo = learner(config, without_data(config, checkpoint.input_shape))
     support = torch.from_numpy(np.stack([np.asarray(Image.open(tmp_path / "task" / f"char{c}" / "0.png"))
-                                         for c in range(30, 35)])).float().div(255).unsqueeze(1)
-    task_params = algo.adapt(checkpoint.params, support, torch.arange(5), config.test_inner_steps)
+                                         for c in range(30, 30 + ways)])).float().div(255).unsqueeze(1)
+    task_params = algo.adapt(checkpoint.params, support, torch.arange(ways), config.test_inner_steps)
     with torch.no_grad():
-        logits = algo.predict(task_params, torch.from_numpy(queries).float().div(255))[:, :5]
+        logits = algo.predict(task_params, torch.from_numpy(queries).float().div(255))[:, :ways]
     expected = torch.softmax(logits, -1).numpy()
     assert np.allclose(np.stack(served["probabilities"]), expected, atol=1e-5)
     assert list(served["label"]) == [f"char{30 + i}" for i in expected.argmax(1)]
-    assert np.mean(served["label"] == np.repeat([f"char{c}" for c in range(30, 35)], 3)) > 0.4  # chance 0.2
+    assert np.mean(served["label"] == np.repeat([f"char{c}" for c in range(30, 30 + ways)], 3)) > 1.5 / ways  # chance 1/N
+    # the image meta-model itself is a pyfunc too: N-way scores, or embeddings for metric-based learners
+    before = mlflow.pyfunc.load_model(meta_uri).predict(frame)
+    assert len(before) == len(frame) and set(before.columns) in ({"embedding"}, {"label", "probabilities"})
 
 
 def test_many_tasks_are_adapted_on_ray_and_registered_per_task(glyph_meta, tmp_path, tracking_uri, capsys):
     out, _, _ = glyph_meta["protonet"]
     write_task(tmp_path / "tasks" / "first", range(30, 33), per_class=2)
     write_task(tmp_path / "tasks" / "second", range(35, 40), per_class=1)
+    import ray
+
     try:
         code, result = cli(capsys, "generate", "--meta-model", out, "--support", tmp_path / "tasks", "--name", "batch",
-                           "--name-per-task", "--workers", "2", "--tracking-uri", tracking_uri, "--json")
+                           "--name-per-task", "--parallel", "2", "--tracking-uri", tracking_uri, "--json")
+        assert ray.is_initialized()  # the tasks went through Ray
     finally:
-        import ray
-
         ray.shutdown()
     assert code == 0
     assert [(m["task"], m["name"], m["version"], m["support_size"]) for m in result["models"]] == [
         ("first", "batch-first", "1", 6), ("second", "batch-second", "1", 5)]
-    predicted = mlflow.pyfunc.load_model("models:/batch-first/1").predict(
-        pd.DataFrame({"image": list(np.zeros((2, 784)))}))
-    assert set(predicted["label"]) <= {"char30", "char31", "char32"} and len(predicted["probabilities"][0]) == 3
+    checkpoint = load_checkpoint(out)
+    support = read_support(tmp_path / "tasks", (1, 28, 28), classification=True)[0]
+    task_params, fit = adapt_support(checkpoint.config, (1, 28, 28), checkpoint.params, support.x, support.y, 0)
+    assert fit == pytest.approx(result["models"][0]["support_fit"])
+    served = mlflow.pyfunc.load_model("models:/batch-first/1").predict(pd.DataFrame({"image": list(support.x.reshape(6, -1).double().numpy())}))
+    assert list(served["label"]) == [support.classes[i] for i in support.y]  # ProtoNets fits its own support set
+
+
+def test_a_checkpoint_without_its_input_shape_reads_it_from_the_training_data(glyph_meta, tmp_path, tracking_uri,
+                                                                               capsys):
+    source = Path(load_checkpoint(glyph_meta["protonet"][0]).path)
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    state = json.loads((old / "state.json").read_text())
+    del state["input_shape"]  # as distmeta wrote checkpoints before it recorded the shape
+    (old / "state.json").write_text(json.dumps(state))
+    write_task(tmp_path / "task", range(30, 33), per_class=1)
+    code, result = cli(capsys, "generate", "--meta-model", old, "--support", tmp_path / "task", "--name", "old",
+                       "--tracking-uri", tracking_uri, "--json")
+    assert code == 0 and result["support_fit"]["accuracy"] == 1.0
 
 
 def free_port() -> int:
@@ -223,6 +257,12 @@ def test_mlflow_serves_a_generated_model_over_http(sine_meta, tmp_path, tracking
     ("six", "fomaml", "has 6 classes; the fomaml meta-model has a 5-way output layer"),
     ("sine.csv", "models:/no-such-model/1", "meta-model models:/no-such-model/1 not found"),
     ("missing.csv", "sine", "support set not found"),
+    ("nanx.csv", "sine", "the support set has a non-finite value (NaN or inf)"),
+    ("small.parquet", "protonet", "holds 1x14x14 images; the meta-model takes 1x28x28"),
+    ("emptydir", "protonet", "no images found under"),
+    ("sine.csv", "runs:/0123456789abcdef/meta_model", "meta-model runs:/0123456789abcdef/meta_model not found"),
+    ("sine.csv", "nowhere", "checkpoint not found"),
+    ("sine.csv", "sine --name bad/name", "registered model name 'bad/name': use letters, digits"),
 ])
 def test_bad_input_is_one_line_and_registers_nothing(sine_meta, glyph_meta, tmp_path, tracking_uri, capsys, support,
                                                       meta, message):
@@ -233,9 +273,14 @@ def test_bad_input_is_one_line_and_registers_nothing(sine_meta, glyph_meta, tmp_
     write_task(tmp_path / "images", range(2), per_class=1)
     write_task(tmp_path / "one", range(1), per_class=2)
     write_task(tmp_path / "six", range(30, 36), per_class=1)
+    sine(10, 1).assign(x=lambda f: f.x.where(f.index != 2, np.inf)).to_csv(tmp_path / "nanx.csv", index=False)
+    write_dataset(tmp_path / "small.parquet", np.zeros((4, 1, 14, 14), np.uint8), [0, 0, 1, 1], ["a", "b"])
+    (tmp_path / "emptydir" / "a").mkdir(parents=True)
+    meta, *flags = meta.split()
     uri = {"sine": sine_meta[0], **{k: v[0] for k, v in glyph_meta.items()}}.get(meta, meta)
     before = versions(tracking_uri)
-    code = main(["generate", "--meta-model", str(uri), "--support", str(tmp_path / support), "--tracking-uri", tracking_uri])
+    code = main(["generate", "--meta-model", str(uri), "--support", str(tmp_path / support), *flags,
+                 "--tracking-uri", tracking_uri])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("distmeta: error: ") and message in err[0], err
     assert versions(tracking_uri) == before

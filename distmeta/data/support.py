@@ -1,12 +1,13 @@
 """A new task's labelled examples (its support set), read for ``distmeta generate``.
 
-Regression: a CSV or Parquet file with the input column ``x`` (``x0``,
-``x1``, ... for several inputs) and the target ``y``; a ``task`` column makes
-it many tasks, and a folder of such files is one task per file.
+Regression: a CSV or Parquet file with the input column ``x`` and the target
+``y``; a ``task`` column makes it many tasks, and a folder of such files is
+one task per file.
 Classification: an image folder ``PATH/<class>/<image>`` (one task), a folder
 of such folders (one task each), or a Parquet file from ``distmeta data
-import`` (one task). Images are resized to the meta-model's input; class
-names label the generated model's predictions.
+import`` (one task, or one per group when it has groups). Folder images are
+resized to the meta-model's input; a Parquet file must already match it.
+Class names label the generated model's predictions.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def _tables(path: Path, input_shape: tuple) -> list[SupportSet]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLES) if path.is_dir() else [path]
     if not files:
         raise DataError(f"no .csv or .parquet support files in {path}")
-    if len(input_shape) != 1:
+    if tuple(input_shape) != (1,):
         raise DataError(f"{path}: the meta-model takes {'x'.join(map(str, input_shape))} images, not a table")
-    features = ["x"] if input_shape[0] == 1 else [f"x{i}" for i in range(input_shape[0])]
+    features = ["x"]
     sets = []
     for file in files:
         frame = _read_table(file)

@@ -52,11 +52,15 @@ def start_workers(config, count: int, dataset=None):
     return [actor.remote(config.to_dict(), dataset) for _ in range(count)]
 
 
-def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int) -> list:
-    """``setup.adapt_support`` of every support set, as Ray tasks spread over the cluster's workers."""
-    adapt = ray.remote(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus)(adapt_support)
+def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int, at_once: int) -> list:
+    """``setup.adapt_support`` of every support set as Ray tasks of one CPU each, ``at_once`` at a time."""
+    adapt = ray.remote(num_cpus=1)(adapt_support)
     shared = ray.put(meta_params)  # once, not once per task
-    return ray.get([adapt.remote(config, input_shape, shared, s.x, s.y, steps) for s in supports])
+    results = []
+    for start in range(0, len(supports), at_once):
+        chunk = supports[start : start + at_once]
+        results += ray.get([adapt.remote(config, input_shape, shared, s.x, s.y, steps) for s in chunk])
+    return results
 
 
 def where(worker, timeout: float | None = None):

@@ -18,11 +18,12 @@ import mlflow
 import pandas as pd
 import pyarrow.fs as pafs
 import torch
+import safetensors
 from safetensors.torch import save_file
 from torch import nn
 
 SERVED = Path(__file__).with_name("served.py")
-PIP_REQUIREMENTS = ["torch", "safetensors", "numpy", "pandas"]
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy", "pandas"]
 HEADS = {"protonet": "prototypes", "matchingnet": "memory"}  # else "logits", or "regression" for sinusoids
 
 
@@ -69,15 +70,14 @@ def input_example(x: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame({"image": list(x.reshape(len(x), -1).double().numpy())})
 
 
-def log_model(folder: Path, name: str, example: pd.DataFrame, registered_model_name: str | None = None,
-              checkpoint: str | None = None):
-    """Log the model in ``folder`` to the active run (and register it); returns MLflow's ModelInfo.
+def log_model(folder: Path, name: str, example: pd.DataFrame, checkpoint: str | None = None):
+    """Log the model in ``folder`` to the active run; returns MLflow's ModelInfo.
 
     The signature is inferred by running the model on ``example``.
     """
     artifacts = {"model": str(folder), **({"checkpoint": checkpoint} if checkpoint else {})}
     return mlflow.pyfunc.log_model(name=name, python_model=str(SERVED), artifacts=artifacts, input_example=example,
-                                   pip_requirements=PIP_REQUIREMENTS, registered_model_name=registered_model_name)
+                                   pip_requirements=PIP_REQUIREMENTS)
 
 
 def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes: int) -> dict:
@@ -93,31 +93,35 @@ def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes:
     return tensors
 
 
-def fetch_meta_model(uri: str, into: str) -> str:
-    """The training checkpoint inside a meta-model: a local checkpoint folder as is, or an MLflow
-    model URI (runs:/, models:/, m-...) downloaded into ``into``."""
+def fetch_meta_model(uri: str, into: str) -> tuple[str, str]:
+    """(the training checkpoint inside a meta-model, a lasting name for it).
+
+    A local checkpoint folder is used as is and named by its absolute path; an
+    MLflow model URI (runs:/, models:/NAME/VERSION, models:/NAME@ALIAS,
+    models:/m-ID) is downloaded into ``into`` and named by its logged-model
+    id, which, unlike an alias, never moves.
+    """
     from distmeta.checkpoint import CheckpointError
 
-    if "://" not in uri and ":/" not in uri:
-        return uri  # a checkpoint folder (load_checkpoint says if it is not one)
+    if ":/" not in uri:
+        return uri, str(Path(uri).resolve())  # load_checkpoint says if it is not a checkpoint
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=into)
+        model_id = mlflow.models.get_model_info(uri).model_id
     except Exception as err:  # MlflowException, OSError, ...: a URI that does not resolve
         raise CheckpointError(f"meta-model {uri} not found: {str(err).strip().splitlines()[0][:200]}") from None
     checkpoint = Path(local) / "artifacts" / "checkpoint"
     if not checkpoint.is_dir():
         raise CheckpointError(f"{uri} is not a distmeta meta-model (it has no checkpoint artifact)")
-    return str(checkpoint)
+    return str(checkpoint), f"{uri} (models:/{model_id})" if model_id and model_id not in uri else uri
 
 
-def register(folder: Path, name: str, registered_name: str, example: pd.DataFrame, tags: dict):
-    """Log a generated model to the active run as a new version of ``registered_name``, tagged; (info, version)."""
-    info = log_model(folder, name, example, registered_model_name=registered_name)
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
-    return info, version
+def register(folder: Path, registered_name: str, example: pd.DataFrame, tags: dict):
+    """Log a generated model to the active run and register it as a new version of ``registered_name``,
+    created with its tags in one call; (model info, version)."""
+    info = log_model(folder, "model", example)
+    version = mlflow.register_model(info.model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})
+    return info, str(version.version)
 
 
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
@@ -135,6 +139,7 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     with tempfile.TemporaryDirectory() as local:
         write_model(Path(local) / "model", model, model_params(model, checkpoint.params), head, checkpoint.input_shape, classes)
         (Path(local) / "checkpoint").mkdir()
-        pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)
+        for name in ("params.safetensors", "state.json"):  # what generate adapts; not the optimizer state
+            pafs.copy_files(f"{path}/{name}", f"{local}/checkpoint/{name}", source_filesystem=fs)
         example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task == "sinusoid" else torch.rand(2, *checkpoint.input_shape)
         return log_model(Path(local) / "model", name, input_example(example), checkpoint=f"{local}/checkpoint")

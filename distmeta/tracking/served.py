@@ -70,6 +70,10 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         column = "image" if len(self.spec["input_shape"]) == 3 else "x"
         rows = np.stack([np.asarray(value, dtype=np.float32).reshape(-1) for value in model_input[column]])
+        size = int(np.prod(self.spec["input_shape"]))
+        if rows.shape[1] != size:
+            raise ValueError(f"each {column!r} must hold {size} values ({'x'.join(map(str, self.spec['input_shape']))}), "
+                             f"got {rows.shape[1]}")
         x = torch.from_numpy(rows).reshape(len(rows), *self.spec["input_shape"])
         with torch.no_grad():
             output = self.net(x)
