@@ -139,7 +139,6 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     with tempfile.TemporaryDirectory() as local:
         write_model(Path(local) / "model", model, model_params(model, checkpoint.params), head, checkpoint.input_shape, classes)
         (Path(local) / "checkpoint").mkdir()
-        for name in ("params.safetensors", "state.json"):  # what generate adapts; not the optimizer state
-            pafs.copy_files(f"{path}/{name}", f"{local}/checkpoint/{name}", source_filesystem=fs)
+        pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)  # a whole checkpoint: load_checkpoint reads it
         example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task == "sinusoid" else torch.rand(2, *checkpoint.input_shape)
         return log_model(Path(local) / "model", name, input_example(example), checkpoint=f"{local}/checkpoint")
