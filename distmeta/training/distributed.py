@@ -39,7 +39,10 @@ class DistributedTrainer:
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
-        self.dataset = None if self.setup.dataset is None else ray.put(self.setup.dataset)  # once, for every worker
+        self.dataset = None
+        if self.setup.dataset is not None:  # into the object store once, for every worker
+            self.dataset = ray.put(self.setup.dataset)
+            self.setup = build(config, dataset=ray.get(self.dataset))  # the driver reads that copy too, not its own
         self.workers = start_workers(config, config.workers, self.dataset)
         self.weights = self.server.weights.remote()
         self.version = 0
