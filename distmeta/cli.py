@@ -167,10 +167,16 @@ def _ray_token_auth(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def _at_least(args, **minimums) -> None:
+    """A one-line error for the first numeric flag given below its minimum."""
+    for flag, low in minimums.items():
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise ConfigError(f"--{flag} must be >= {low}, got {value}")
+
+
 def _evaluate(args) -> int:
-    for flag, low in (("episodes", 1), ("steps", 0), ("ways", 2), ("shots", 1), ("queries", 1)):
-        if getattr(args, flag) is not None and getattr(args, flag) < low:
-            raise ConfigError(f"--{flag} must be >= {low}, got {getattr(args, flag)}")
+    _at_least(args, episodes=1, steps=0, ways=2, shots=1, queries=1)
     flags = {"episodes": "eval_episodes", "steps": "test_inner_steps", "ways": "test_ways", "shots": "test_shots",
              "queries": "queries", "dataset": "test_dataset"}
     overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
@@ -186,9 +192,7 @@ def _evaluate(args) -> int:
 
 
 def _generate(args) -> int:
-    for flag, value in (("steps", args.steps), ("parallel", args.parallel)):
-        if value is not None and value < 0:
-            raise ConfigError(f"--{flag} must be >= 0, got {value}")
+    _at_least(args, steps=0, parallel=0)
     _ray_token_auth(args.address)
     from distmeta.training.generate import generate
 
