@@ -24,7 +24,11 @@ class Setup(NamedTuple):
     algorithm: Algorithm
     execution: str
     spec: FlatSpec  # how a flat buffer of meta-parameters maps to names and shapes
-    dataset: ImageDataset | None  # few-shot images in memory, shared by every split
+
+    @property
+    def dataset(self) -> ImageDataset | None:
+        """The few-shot images in memory (loaded once, shared by every split), or None."""
+        return getattr(self.tasks, "dataset", None)
 
     def tasks_for(self, split: int):
         """The task distribution of ``split`` (training's is ``tasks``)."""
@@ -63,10 +67,9 @@ def build(config: Config, device: str = "cpu", dataset: ImageDataset | None = No
     if config.threads:
         torch.set_num_threads(config.threads)
     tasks = make_tasks(config, TRAIN, dataset)
-    dataset = getattr(tasks, "dataset", None)  # loaded once here, reused by the held-out splits
     model, apply, algorithm = learner(config, tasks)
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
-    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec, dataset)
+    return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
 
 
 def learner(config: Config, tasks) -> tuple[nn.Module, object, Algorithm]:

@@ -98,8 +98,7 @@ def read_folder(path, size: int, channels: int, progress: bool = False) -> Image
     """An image folder decoded in memory, as ``import_folder`` would write it (e.g. a new task's support set)."""
     _check_channels(channels)
     root, classes = _folder_classes(path)
-    images = _decode_all([ref for c in classes for ref in c.images], size, MODES[channels], progress, root.name)
-    labels = np.repeat(np.arange(len(classes)), [len(c.images) for c in classes])
+    images, labels = _decode_classes(classes, size, MODES[channels], progress, root.name)
     return ImageDataset(images, labels, tuple(c.name for c in classes), tuple(c.group for c in classes), root.name,
                         str(root))
 
@@ -231,11 +230,9 @@ def _convert(classes: list[_Class], output, size: int, mode: str, progress: bool
     twice = next((name for name, count in seen.items() if count > 1), None)
     if twice:
         raise DataError(f"class {twice} appears twice (the same data given twice, or in two splits)")
-    refs = [ref for c in classes for ref in c.images]
-    labels = np.repeat(np.arange(len(classes)), [len(c.images) for c in classes])
-    images = _decode_all(refs, size, mode, progress, metadata["name"])
+    images, labels = _decode_classes(classes, size, mode, progress, metadata["name"])
     write_dataset(output, images, labels, [c.name for c in classes], [c.group for c in classes],
-                  [_drawer(ref.name) for ref in refs] if drawers else None, metadata)
+                  [_drawer(ref.name) for c in classes for ref in c.images] if drawers else None, metadata)
     return {"output": str(output), "images": len(images), "classes": len(classes),
             "groups": len({c.group for c in classes} - {""}), "image_shape": list(images.shape[1:]),
             "bytes": os.path.getsize(output), "seconds": time.perf_counter() - started}
@@ -245,6 +242,12 @@ def _drawer(file_name: str) -> str | None:
     """``07`` for Omniglot's ``0709_07.png``."""
     stem = PurePosixPath(file_name).stem
     return stem.rpartition("_")[2] if "_" in stem else None
+
+
+def _decode_classes(classes: list[_Class], size: int, mode: str, progress: bool, name: str):
+    """(images, labels) of every class's images, in row order."""
+    labels = np.repeat(np.arange(len(classes)), [len(c.images) for c in classes])
+    return _decode_all([ref for c in classes for ref in c.images], size, mode, progress, name), labels
 
 
 def _decode_all(refs: list, size: int, mode: str, progress: bool, name: str) -> np.ndarray:

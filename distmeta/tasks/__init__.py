@@ -1,5 +1,8 @@
 """Task distributions. A task is a pure function of its seed."""
 
+import functools
+import os
+
 import numpy as np
 
 from distmeta.data.dataset import DataError
@@ -9,7 +12,7 @@ from distmeta.tasks.fewshot import Episodes, split_classes, with_rotations
 from distmeta.tasks.sinusoid import Sinusoid
 
 __all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "ClassificationLoss",
-           "RandomEpisodes", "Episodes", "split_classes", "make_tasks"]
+           "RandomEpisodes", "Episodes", "split_classes", "make_tasks", "load_training_data"]
 
 
 SPLIT_NAMES = {TRAIN: "training", VALIDATION: "validation", TEST: "test"}
@@ -31,9 +34,9 @@ def make_tasks(config, split: int = TRAIN, dataset=None):
         return Sinusoid(shots=shots, queries=config.queries)
     if config.task == "random_episodes":
         return RandomEpisodes(ways=ways, shots=shots, queries=config.queries)
-    training = dataset if dataset is not None else _load(config.dataset)
+    training = dataset if dataset is not None else load_training_data(config)
     if split == TEST and config.test_dataset:
-        dataset = _load(config.test_dataset)
+        dataset = _load_test_data(config.test_dataset)
         if dataset.image_shape != training.image_shape:
             raise DataError(f"test_dataset {dataset.path} holds {_shape(dataset)} images; the model takes "
                             f"{_shape(training)} ({training.path})")
@@ -51,7 +54,26 @@ def _shape(dataset) -> str:
     return "x".join(map(str, dataset.image_shape))
 
 
-def _load(path: str):
+def load_training_data(config):
+    """The few-shot dataset a config trains on, read from its file; None for other tasks."""
+    if config.task != "fewshot":
+        return None
     from distmeta.data.parquet import load_dataset  # pyarrow only for few-shot runs
+
+    return load_dataset(config.dataset)
+
+
+def _load_test_data(path: str):
+    """A ``test_dataset`` file, read once per process however often its episodes are drawn (checks, test, plot).
+
+    Keyed by modification time and size too, so a rewritten file is read again.
+    """
+    stat = os.stat(path) if os.path.exists(path) else None  # a missing file: load_dataset says so
+    return _load_once(path, stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_once(path: str, version):
+    from distmeta.data.parquet import load_dataset
 
     return load_dataset(path)

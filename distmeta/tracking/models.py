@@ -127,12 +127,12 @@ def register(folder: Path, registered_name: str, example: pd.DataFrame, tags: di
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     """Log a training checkpoint (local or URI) as the run's meta-model; returns its ModelInfo."""
     from distmeta.checkpoint import load_checkpoint, resolve_location
-    from distmeta.models import model_params
-    from distmeta.setup import learner, without_data
+    from distmeta.models import make_model, model_params
+    from distmeta.setup import without_data
 
     checkpoint = load_checkpoint(checkpoint_location)
     config = checkpoint.config
-    model, _, _ = learner(config, without_data(config, checkpoint.input_shape))
+    model = make_model(config, without_data(config, checkpoint.input_shape))
     head = head_of(config.algorithm, config.task, adapted=False)
     classes = range(config.ways) if head == "logits" else ()
     fs, path = resolve_location(checkpoint.path)

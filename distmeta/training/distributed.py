@@ -27,6 +27,7 @@ from distmeta.config import Config
 from distmeta.distributed import check_resources, connect, start_server, start_workers, where
 from distmeta.optim import unflatten
 from distmeta.setup import build
+from distmeta.tasks import load_training_data
 from distmeta.training.trainer import MetaTrainer, step_summary
 
 
@@ -35,14 +36,14 @@ class DistributedTrainer:
         self.config = config
         self.dashboard = connect(address)
         check_resources(config)
-        self.setup = build(config)
+        data = load_training_data(config)
+        self.dataset = None if data is None else ray.put(data)  # into the object store once, for every worker
+        # the driver reads that copy too, not its own
+        self.setup = build(config, dataset=None if data is None else ray.get(self.dataset))
+        del data
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
-        self.dataset = None
-        if self.setup.dataset is not None:  # into the object store once, for every worker
-            self.dataset = ray.put(self.setup.dataset)
-            self.setup = build(config, dataset=ray.get(self.dataset))  # the driver reads that copy too, not its own
         self.workers = start_workers(config, config.workers, self.dataset)
         self.weights = self.server.weights.remote()
         self.version = 0
