@@ -19,9 +19,12 @@ from pathlib import Path
 
 import yaml
 
-ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet")
+ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet", "bmaml", "emaml", "rl2")
 METRIC_BASED = ("protonet", "matchingnet")  # no inner loop: classify by distances in an embedding
-TASKS = ("sinusoid", "fewshot", "random_episodes")
+PARTICLE_BASED = ("bmaml", "emaml")  # the meta-parameters are a stack of model particles
+TASKS = ("sinusoid", "noisy_sinusoid", "fewshot", "random_episodes", "bandit", "tabular_mdp")
+REGRESSION = ("sinusoid", "noisy_sinusoid")
+REINFORCEMENT = ("bandit", "tabular_mdp")
 SPLITS = ("class", "group")
 EXECUTIONS = ("auto", "vmap", "loop")
 OPTIMIZERS = ("adam", "sgd")
@@ -46,7 +49,7 @@ def _list_key(default, doc, **checks):
 class Config:
     # What is learned.
     algorithm: str = _key("maml", "meta-learner: " + ", ".join(ALGORITHMS), choices=ALGORITHMS)
-    task: str = _key("sinusoid", "task distribution: sinusoid, fewshot (episodes from `dataset`), or random_episodes (Omniglot-shaped random images, for speed tests)", choices=TASKS)
+    task: str = _key("sinusoid", "task distribution: sinusoid, noisy_sinusoid (Bayesian MAML's), fewshot (episodes from `dataset`), random_episodes (Omniglot-shaped random images, for speed tests), bandit or tabular_mdp (RL^2)", choices=TASKS)
     shots: int = _key(10, "K, support examples per task (per class for classification)", min=1)
     queries: int = _key(10, "query examples per task (per class for classification)", min=1)
     ways: int = _key(5, "N, classes per training episode (classification tasks)", min=2)
@@ -58,12 +61,25 @@ class Config:
     split_sizes: list = _list_key([], "train, val, test counts of classes (or groups) in file order; [] = 70/10/20%", min=0)
     rotations: bool = _key(False, "add each class rotated by 90, 180, 270 degrees as new classes (Omniglot)")
     test_dataset: str = _key("", "meta-test on every class of this Parquet file instead of the test split")
-    hidden: list = _list_key([40, 40], "MLP hidden layer widths", min=1)
+    hidden: list = _list_key([40, 40], "MLP hidden layer widths (RL^2: GRU units = the first)", min=1)
     filters: int = _key(64, "Conv4 filters per layer (image tasks)", min=1)
     # Inner loop.
     inner_lr: float = _key(0.01, "inner-loop (fast) SGD learning rate", positive=True)
     inner_steps: int = _key(1, "inner SGD steps during meta-training", min=1)
     test_inner_steps: int = _key(10, "inner SGD steps at meta-test and validation", min=0)
+    # Bayesian MAML and ensemble MAML.
+    particles: int = _key(5, "bmaml/emaml: model particles (SVGD particles, or ensemble members)", min=1)
+    leader_steps: int = _key(1, "bmaml: extra SVGD steps of the leader, on support plus query", min=1)
+    # RL^2 (task=bandit or tabular_mdp; a trial is `episodes` episodes of `horizon` steps).
+    arms: int = _key(5, "bandit: arms, success probabilities U[0, 1]", min=2)
+    pulls: int = _key(10, "bandit: pulls per trial", min=1)
+    states: int = _key(10, "tabular_mdp: states", min=1)
+    actions: int = _key(5, "tabular_mdp: actions", min=2)
+    horizon: int = _key(10, "tabular_mdp: steps per episode", min=1)
+    episodes: int = _key(10, "tabular_mdp: episodes per trial (the GRU's memory spans them)", min=1)
+    discount: float = _key(0.99, "rl2: discount over the steps of a trial", positive=True)
+    gae_lambda: float = _key(0.3, "rl2: GAE lambda", min=0)
+    entropy_coef: float = _key(0.01, "rl2: entropy bonus weight", min=0)
     # Outer loop.
     steps: int = _key(20000, "meta-training steps", min=1)
     minutes: float = _key(0.0, "stop meta-training after this many minutes, even before `steps` (0: no limit)", min=0)
@@ -178,20 +194,25 @@ def _check(f, value):
 
 
 def _check_combination(config: Config) -> None:
-    if config.task == "sinusoid" and config.shots + config.queries > 1000:
+    if config.task in REGRESSION and config.shots + config.queries > 1000:
         raise ConfigError("shots + queries must be <= 1000 points per sinusoid task")
     if config.task == "fewshot" and not config.dataset:
         raise ConfigError("task=fewshot needs dataset=FILE.parquet (make one with `distmeta data import`)")
     few_shot_keys = [k for k in ("dataset", "test_dataset", "split_sizes", "rotations") if getattr(config, k)]
     if config.task != "fewshot" and few_shot_keys:
         raise ConfigError(f"{few_shot_keys[0]} is for task=fewshot; task is {config.task}")
-    if config.task == "sinusoid" and config.test_ways:
+    if config.task not in ("fewshot", "random_episodes") and config.test_ways:
         raise ConfigError("test_ways is for classification tasks; a sinusoid task has no classes")
     if config.split_sizes and len(config.split_sizes) != 3:
         raise ConfigError(f"split_sizes must be three counts (train, val, test), got {config.split_sizes}")
-    if config.algorithm in METRIC_BASED and config.task == "sinusoid":
+    if (config.algorithm == "rl2") != (config.task in REINFORCEMENT):
+        raise ConfigError("rl2 needs a reinforcement-learning task (bandit or tabular_mdp), and those need rl2; "
+                          f"got algorithm={config.algorithm}, task={config.task}")
+    if config.algorithm in PARTICLE_BASED and config.task not in REGRESSION:
+        raise ConfigError(f"{config.algorithm} is built for regression (sinusoid, noisy_sinusoid); task is {config.task}")
+    if config.algorithm in METRIC_BASED and config.task in REGRESSION:
         raise ConfigError(f"{config.algorithm} classifies: it needs a classification task (fewshot or random_episodes)")
-    if config.algorithm not in METRIC_BASED and config.task != "sinusoid" and config.test_ways not in (0, config.ways):
+    if config.algorithm not in METRIC_BASED and config.task in ("fewshot", "random_episodes") and config.test_ways not in (0, config.ways):
         raise ConfigError(f"{config.algorithm} has a {config.ways}-way output layer, so test_ways must be {config.ways} "
                           f"(train a {config.test_ways}-way model for {config.test_ways}-way tests)")
     if config.workers > config.meta_batch_size:

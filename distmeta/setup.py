@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
 from distmeta.checkpoint import Checkpoint, CheckpointError
-from distmeta.config import Config
+from distmeta.config import REGRESSION, REINFORCEMENT, Config
 from distmeta.data.dataset import ImageDataset
-from distmeta.models import MLP, apply_fn, init_params, make_model
+from distmeta.models import MLP, RecurrentPolicy, apply_fn, init_params, make_model
 from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
 from distmeta.tasks import TRAIN, RandomEpisodes, make_tasks, task_seed
 
@@ -76,12 +77,17 @@ def learner(config: Config, tasks) -> tuple[nn.Module, object, Algorithm]:
     """(model, apply, algorithm) for a config and a task distribution (or ``without_data``'s stand-in)."""
     model = make_model(config, tasks)
     apply = apply_fn(model)
-    return model, apply, make_algorithm(config, apply, tasks)
+    return model, apply, make_algorithm(config, apply, tasks, fresh=lambda m: init_params(model, _seed(config.seed, m)))
+
+
+def _seed(seed: int, m: int) -> int:
+    """The initialisation seed of Bayesian MAML's particle m (particle 0 uses the run seed itself)."""
+    return int(np.random.SeedSequence([seed, m]).generate_state(1)[0])
 
 
 def without_data(config: Config, input_shape) -> object:
     """A stand-in task distribution with a trained run's loss and input shape: enough to adapt, no dataset needed."""
-    if config.task == "sinusoid":
+    if config.task in REGRESSION or config.task in REINFORCEMENT:
         return make_tasks(config)
     return RandomEpisodes(config.ways, config.shots, config.queries, tuple(input_shape))
 
@@ -108,10 +114,10 @@ def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> s
     """``vmap`` or ``loop``: the faster path for this model and device.
 
     Measured by benchmarks/throughput.py on CPU: vmap is about 5x faster for
-    the sinusoid MLP, while the loop wins for Conv4 (vmap turns per-task
+    the sinusoid MLP (and 2x for RL^2's GRU on bandit trials), while the loop wins for Conv4 (vmap turns per-task
     convolutions into grouped ones, slow on CPU). On CUDA vmap batches tasks
     into fewer, larger kernels.
     """
     if requested != "auto":
         return requested
-    return "vmap" if isinstance(model, MLP) or device != "cpu" else "loop"
+    return "vmap" if isinstance(model, (MLP, RecurrentPolicy)) or device != "cpu" else "loop"

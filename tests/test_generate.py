@@ -96,7 +96,7 @@ def test_a_generated_sine_model_fits_its_task(sine_meta, tmp_path, tracking_uri,
     as_tensor = lambda frame, column: torch.tensor(frame[column].to_numpy(), dtype=torch.float32).unsqueeze(1)
     task = Task(*(t.unsqueeze(0) for t in (as_tensor(pd.read_csv(support), "x"), as_tensor(pd.read_csv(support), "y"),
                                             as_tensor(new, "x"), as_tensor(new, "y"))))
-    protocol = adapted_metrics(setup, checkpoint.params, task, config.test_inner_steps).item()
+    protocol = adapted_metrics(setup, checkpoint.params, task, config.test_inner_steps)["mse"].item()
     assert mse_after == pytest.approx(protocol, rel=1e-4)
     # lineage: the version knows its meta-model; the training run finds what was generated from it
     tags = mlflow.MlflowClient().get_model_version("sine", "1").tags

@@ -10,7 +10,12 @@ An algorithm is three pure functions over dicts of tensors:
   inner loop (or, for metric-based learners, the support set's prototypes or
   memory), used at meta-test and to generate models;
 - ``predict(task_params, x) -> prediction``: the adapted model on new inputs
-  (logits for classification).
+  (logits for classification; a particle ensemble's predictive distribution
+  for Bayesian MAML);
+- optionally ``score(meta_params, task, steps) -> metrics``: how well the
+  learner does on a new task after adapting, when that is not "adapt, then
+  predict the query set" (RL^2 plays a trial; its adaptation is a hidden
+  state, so it has no ``adapt`` or ``predict``).
 
 ``meta_gradients`` runs ``task_grad`` over a batch of tasks and returns every
 tensor with a leading task dimension, so callers can shard, drop and average
@@ -45,8 +50,9 @@ class Algorithm(NamedTuple):
     name: str
     init: Callable[[Params], Params]
     task_grad: Callable
-    adapt: Callable
-    predict: Callable
+    adapt: Callable | None
+    predict: Callable | None
+    score: Callable | None = None
 
 
 def meta_gradients(algorithm: Algorithm, meta_params: Params, tasks, execution: str = "vmap"):

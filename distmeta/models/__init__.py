@@ -13,16 +13,21 @@ from torch.func import functional_call
 from distmeta.config import METRIC_BASED
 from distmeta.models.conv4 import Conv4
 from distmeta.models.mlp import MLP
+from distmeta.models.recurrent import RecurrentPolicy
 
-__all__ = ["MLP", "Conv4", "make_model", "init_params", "model_params", "apply_fn"]
+__all__ = ["MLP", "Conv4", "RecurrentPolicy", "make_model", "init_params", "model_params", "apply_fn"]
 
 
 def make_model(config, tasks) -> nn.Module:
     """The backbone for a config and its task distribution: Conv4 for images, else an MLP.
 
     Metric-based learners (ProtoNets, Matching Networks) get Conv4 without
-    its head: the flattened embedding.
+    its head: the flattened embedding. RL^2 gets a GRU policy of ``hidden[0]`` units.
     """
+    if config.algorithm == "rl2":
+        from distmeta.algorithms.rl2 import policy_inputs
+
+        return RecurrentPolicy(policy_inputs(tasks), config.hidden[0], tasks.actions)
     if len(tasks.input_shape) == 3:
         channels, size, _ = tasks.input_shape
         return Conv4(channels, config.filters, None if config.algorithm in METRIC_BASED else config.ways, size)
@@ -48,9 +53,9 @@ def model_params(model: nn.Module, meta_params: dict) -> dict[str, torch.Tensor]
 
 
 def apply_fn(model: nn.Module):
-    """``(params, x) -> prediction`` for ``model``."""
+    """``(params, *inputs) -> output`` for ``model`` (inputs: ``x``, or RL^2's ``x, h``)."""
 
-    def apply(params, x):
-        return functional_call(model, params, (x,))
+    def apply(params, *inputs):
+        return functional_call(model, params, inputs)
 
     return apply

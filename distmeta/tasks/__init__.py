@@ -9,10 +9,12 @@ from distmeta.data.dataset import DataError
 from distmeta.tasks.base import TRAIN, VALIDATION, TEST, Task, task_seed, task_seeds
 from distmeta.tasks.classification import ClassificationLoss, RandomEpisodes
 from distmeta.tasks.fewshot import Episodes, split_classes, with_rotations
-from distmeta.tasks.sinusoid import Sinusoid
+from distmeta.tasks.bandits import Bandits
+from distmeta.tasks.sinusoid import NOISY, Sinusoid
+from distmeta.tasks.tabular_mdp import TabularMDPs
 
 __all__ = ["TRAIN", "VALIDATION", "TEST", "Task", "task_seed", "task_seeds", "Sinusoid", "ClassificationLoss",
-           "RandomEpisodes", "Episodes", "split_classes", "make_tasks", "load_training_data"]
+           "RandomEpisodes", "Episodes", "Bandits", "TabularMDPs", "split_classes", "make_tasks", "load_training_data"]
 
 
 SPLIT_NAMES = {TRAIN: "training", VALIDATION: "validation", TEST: "test"}
@@ -32,6 +34,12 @@ def make_tasks(config, split: int = TRAIN, dataset=None):
     shots = (config.test_shots or config.shots) if held_out else config.shots
     if config.task == "sinusoid":
         return Sinusoid(shots=shots, queries=config.queries)
+    if config.task == "noisy_sinusoid":
+        return Sinusoid(shots=shots, queries=config.queries, **NOISY)
+    if config.task == "bandit":
+        return Bandits(config.arms, config.pulls)
+    if config.task == "tabular_mdp":
+        return TabularMDPs(config.states, config.actions, config.horizon, config.episodes)
     if config.task == "random_episodes":
         return RandomEpisodes(ways=ways, shots=shots, queries=config.queries)
     training = dataset if dataset is not None else load_training_data(config)

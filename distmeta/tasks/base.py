@@ -11,6 +11,16 @@ import torch
 TRAIN, VALIDATION, TEST = 0, 1, 2
 
 
+def batched(cls):
+    """Give a NamedTuple of tensors what a batch of tasks offers, whatever its fields:
+    ``num_tasks`` (the leading task dimension), ``index(i)`` and ``to(device)``."""
+    cls.num_tasks = property(lambda self: self[0].shape[0])
+    cls.index = lambda self, i: type(self)(*(t[i] for t in self))  # task i, or a sub-batch for a slice
+    cls.to = lambda self, device: type(self)(*(t.to(device) for t in self))
+    return cls
+
+
+@batched
 class Task(NamedTuple):
     """A support set to adapt on and a query set to score the adaptation.
 
@@ -22,18 +32,6 @@ class Task(NamedTuple):
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
-
-    @property
-    def num_tasks(self) -> int:
-        """Size of the leading task dimension of a batch."""
-        return self.support_x.shape[0]
-
-    def index(self, i) -> "Task":
-        """Task ``i`` of a batch (or a sub-batch when ``i`` is a slice)."""
-        return Task(*(t[i] for t in self))
-
-    def to(self, device) -> "Task":
-        return Task(*(t.to(device) for t in self))
 
 
 def stack(tasks: list[Task]) -> Task:
@@ -52,3 +50,10 @@ def task_seed(seed: int, split: int, step: int, index: int) -> int:
 
 def task_seeds(seed: int, split: int, step: int, count: int) -> list[int]:
     return [task_seed(seed, split, step, i) for i in range(count)]
+
+
+def draw(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One-hot draw from ``probabilities`` with the uniform ``u``: inverse CDF, so a pure function of
+    ``u`` (environments draw every random number with the task) and vmappable."""
+    index = (torch.cumsum(probabilities, -1) < u).sum(-1).clamp(max=probabilities.shape[-1] - 1)
+    return (torch.arange(probabilities.shape[-1], device=u.device) == index).to(probabilities.dtype)

@@ -1,7 +1,14 @@
-"""Sinusoid regression, exactly as in MAML (Finn et al., 2017, section 5.1).
+"""Sinusoid regression, exactly as in MAML (Finn et al., 2017, section 5.1), and its noisy variant.
 
 A task is y = A sin(x - phi) with amplitude A ~ U[0.1, 5], phase
 phi ~ U[0, pi], and inputs x ~ U[-5, 5]; the loss is the mean squared error.
+``NOISY`` is Bayesian MAML's setting (Yoon et al., 2018, section 5.1):
+y = A sin(w x - phi) + eps with w ~ U[0.5, 2], phi ~ U[0, 2 pi] and
+eps ~ N(0, (0.01 A)^2).
+
+A prediction is a point, ``(N, 1)``, or a particle ensemble's predictive
+distribution, ``(N, M, 2)`` (see ``predictive.py``): its loss is then the
+negative log-likelihood, and its metrics add NLL and 95% interval coverage.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from distmeta.tasks import predictive
 from distmeta.tasks.base import Task, stack
 
 
@@ -21,32 +29,38 @@ class Sinusoid:
     amplitude: tuple = (0.1, 5.0)
     phase: tuple = (0.0, math.pi)
     x_range: tuple = (-5.0, 5.0)
+    frequency: tuple = (1.0, 1.0)
+    noise: float = 0.0  # noise sd as a fraction of the amplitude
 
     metric = "mse"
     input_shape = (1,)
     outputs = 1
 
-    def _draw(self, seed: int) -> torch.Tensor:
-        # One float64 draw per task: (amplitude, phase, x_1, ..., x_{K+Q}) as U[0, 1].
+    def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # float64 U[0, 1] draws (amplitude, phase, x_1, ..., x_{K+Q}, frequency), then K+Q N(0, 1) noises;
+        # the first 2+K+Q are MAML's sinusoid alone, so adding frequency and noise did not change its tasks.
         gen = torch.Generator().manual_seed(seed)
-        return torch.rand(2 + self.shots + self.queries, generator=gen, dtype=torch.float64)
+        points = self.shots + self.queries
+        u = torch.rand(3 + points, generator=gen, dtype=torch.float64)
+        return u, torch.randn(points, generator=gen, dtype=torch.float64)
 
-    def curve(self, seed: int) -> tuple[float, float]:
-        """The (amplitude, phase) of task ``seed``."""
-        amplitude, phase = self._draw(seed)[:2].tolist()
-        return (_lerp(self.amplitude, amplitude), _lerp(self.phase, phase))
+    def curve(self, seed: int) -> tuple[float, float, float]:
+        """The (amplitude, phase, frequency) of task ``seed``."""
+        u, _ = self._draw(seed)
+        return (_lerp(self.amplitude, u[0]).item(), _lerp(self.phase, u[1]).item(), _lerp(self.frequency, u[-1]).item())
 
     def target(self, seed: int, x: torch.Tensor) -> torch.Tensor:
-        amplitude, phase = self.curve(seed)
-        return amplitude * torch.sin(x - phase)
+        """The noise-free curve of task ``seed`` at ``x``."""
+        amplitude, phase, frequency = self.curve(seed)
+        return amplitude * torch.sin(frequency * x - phase)
 
     def sample(self, seed: int) -> Task:
         """Task ``seed``: K support and Q query points of one sine."""
-        u = self._draw(seed)
-        amplitude, phase = _lerp(self.amplitude, u[0]), _lerp(self.phase, u[1])
-        x = _lerp(self.x_range, u[2:]).unsqueeze(1)
-        y = amplitude * torch.sin(x - phase)
-        x, y = x.float(), y.float()
+        u, eps = self._draw(seed)
+        amplitude, phase, frequency = _lerp(self.amplitude, u[0]), _lerp(self.phase, u[1]), _lerp(self.frequency, u[-1])
+        x = _lerp(self.x_range, u[2:-1])
+        y = amplitude * torch.sin(frequency * x - phase) + self.noise * amplitude * eps
+        x, y = x.float().unsqueeze(1), y.float().unsqueeze(1)
         return Task(x[: self.shots], y[: self.shots], x[self.shots :], y[self.shots :])
 
     def sample_batch(self, seeds: list[int]) -> Task:
@@ -54,11 +68,18 @@ class Sinusoid:
 
     @staticmethod
     def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if prediction.dim() == 3:
+            return predictive.mixture_nll(prediction, target)
         return torch.mean((prediction - target) ** 2)
 
     @staticmethod
     def metrics(prediction: torch.Tensor, target: torch.Tensor) -> dict:
+        if prediction.dim() == 3:
+            return predictive.metrics(prediction, target)
         return {"mse": torch.mean((prediction - target) ** 2)}
+
+
+NOISY = {"phase": (0.0, 2 * math.pi), "frequency": (0.5, 2.0), "noise": 0.01}
 
 
 def _lerp(bounds: tuple, u):

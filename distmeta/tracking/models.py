@@ -22,6 +22,8 @@ import safetensors
 from safetensors.torch import save_file
 from torch import nn
 
+from distmeta.config import REGRESSION
+
 SERVED = Path(__file__).with_name("served.py")
 PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy", "pandas"]
 HEADS = {"protonet": "prototypes", "matchingnet": "memory"}  # else "logits", or "regression" for sinusoids
@@ -47,7 +49,7 @@ def network_spec(module: nn.Module) -> dict:
 
 
 def head_of(algorithm: str, task: str, adapted: bool) -> str:
-    if task == "sinusoid":
+    if task in REGRESSION:
         return "regression"
     if algorithm in HEADS:
         return HEADS[algorithm] if adapted else "embedding"
@@ -140,5 +142,5 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
         write_model(Path(local) / "model", model, model_params(model, checkpoint.params), head, checkpoint.input_shape, classes)
         (Path(local) / "checkpoint").mkdir()
         pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)  # a whole checkpoint: load_checkpoint reads it
-        example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task == "sinusoid" else torch.rand(2, *checkpoint.input_shape)
+        example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task in REGRESSION else torch.rand(2, *checkpoint.input_shape)
         return log_model(Path(local) / "model", name, input_example(example), checkpoint=f"{local}/checkpoint")

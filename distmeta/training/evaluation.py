@@ -35,30 +35,42 @@ def summarize(metric: str, values: torch.Tensor) -> Summary:
     return Summary(metric, values.mean().item(), 1.96 * std / math.sqrt(n), n)
 
 
-def adapted_metrics(setup, meta_params, tasks, steps: int) -> torch.Tensor:
-    """Per-task post-adaptation metric for a batch of tasks."""
-    metric, algorithm = setup.tasks.metric, setup.algorithm
+def adapted_metrics(setup, meta_params, tasks, steps: int) -> dict[str, torch.Tensor]:
+    """Per-task metrics after adaptation for a batch of tasks: ``{name: (T,)}``."""
+    algorithm = setup.algorithm
 
     def one(task):
+        if algorithm.score is not None:
+            return algorithm.score(meta_params, task, steps)
         task_params = algorithm.adapt(meta_params, task.support_x, task.support_y, steps)
-        return setup.tasks.metrics(algorithm.predict(task_params, task.query_x), task.query_y)[metric].detach()
+        metrics = setup.tasks.metrics(algorithm.predict(task_params, task.query_x), task.query_y)
+        return {k: v.detach() for k, v in metrics.items()}
 
     if setup.execution == "vmap":
         return vmap(one, randomness="same")(tasks)
     with plain_autograd():
-        return torch.stack([one(tasks.index(i)) for i in range(tasks.num_tasks)])
+        results = [one(tasks.index(i)) for i in range(tasks.num_tasks)]
+    return {k: torch.stack([r[k] for r in results]) for k in results[0]}
 
 
-def evaluate(setup, meta_params, split: int, episodes: int, steps: int | None = None, chunk: int = 200) -> Summary:
-    """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``)."""
+def evaluate_all(setup, meta_params, split: int, episodes: int, steps: int | None = None,
+                 chunk: int = 200) -> dict[str, Summary]:
+    """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``):
+    every metric the task reports (e.g. MSE, NLL and coverage for Bayesian MAML), as mean +- 95% CI."""
     steps = setup.config.test_inner_steps if steps is None else steps
     seeds = task_seeds(setup.config.seed, split, 0, episodes)
     tasks = setup.tasks_for(split)
-    values = []
+    values: dict[str, list] = {}
     for start in range(0, episodes, chunk):
         batch = tasks.sample_batch(seeds[start : start + chunk])
-        values.append(adapted_metrics(setup, meta_params, batch, steps))
-    return summarize(setup.tasks.metric, torch.cat(values))
+        for name, value in adapted_metrics(setup, meta_params, batch, steps).items():
+            values.setdefault(name, []).append(value)
+    return {name: summarize(name, torch.cat(parts)) for name, parts in values.items()}
+
+
+def evaluate(setup, meta_params, split: int, episodes: int, steps: int | None = None) -> Summary:
+    """The task's headline metric of ``evaluate_all``."""
+    return evaluate_all(setup, meta_params, split, episodes, steps)[setup.tasks.metric]
 
 
 def test_episode(setup, meta_params) -> tuple:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError, load_checkpoint
-from distmeta.config import METRIC_BASED, ConfigError
+from distmeta.config import METRIC_BASED, REGRESSION, ConfigError
 from distmeta.data.dataset import DataError
 from distmeta.data.support import read_support
 from distmeta.models import make_model
@@ -41,7 +41,7 @@ def generate(meta_model: str, support: str, *, steps: int | None = None, name: s
         location, source = fetch_meta_model(meta_model, scratch)
         checkpoint = load_checkpoint(location)
         config, shape = checkpoint.config, _input_shape(checkpoint, meta_model)
-        supports = read_support(support, shape, classification=config.task != "sinusoid")
+        supports = read_support(support, shape, classification=config.task not in REGRESSION)
         _check_classes(config, supports, support)
         names = _names(name or f"{config.algorithm}-{config.task}", supports, name_per_task)
         steps = 0 if config.algorithm in METRIC_BASED else config.test_inner_steps if steps is None else steps
@@ -73,7 +73,7 @@ def _input_shape(checkpoint, meta_model: str) -> tuple:
 def _check_classes(config, supports, path) -> None:
     """A MAML-family model has an output per class: more classes than that is an error, not a crash."""
     for task in supports:
-        if config.task != "sinusoid" and config.algorithm not in METRIC_BASED and len(task.classes) > config.ways:
+        if config.task not in REGRESSION and config.algorithm not in METRIC_BASED and len(task.classes) > config.ways:
             raise DataError(f"{path} (task {task.name}) has {len(task.classes)} classes; the {config.algorithm} "
                             f"meta-model has a {config.ways}-way output layer")
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.config import Config, ConfigError, from_dict
+from distmeta.config import REGRESSION, Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate, sinusoid_fits, test_episode
@@ -172,7 +172,7 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     metric = trainer.setup.tasks.metric
     figure = plots.learning_curve(tracker.history("train_loss"), tracker.history(f"val_{metric}"), metric)
     tracker.log_figure(figure, "learning_curve.png")
-    if trainer.config.task == "sinusoid":
+    if trainer.config.task in REGRESSION:
         seeds = task_seeds(trainer.config.seed, VALIDATION, 0, 4)
         fits = sinusoid_fits(trainer.setup, trainer.meta_params, seeds, trainer.config.test_inner_steps)
         tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
@@ -200,7 +200,7 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         protocol = {"episodes": config.eval_episodes, "inner_steps": config.test_inner_steps}
-        if config.task != "sinusoid":
+        if config.task not in REGRESSION:
             protocol.update(ways=config.test_ways or config.ways, shots=config.test_shots or config.shots,
                             queries=config.queries, dataset=config.test_dataset or config.dataset)
         tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
