@@ -134,7 +134,7 @@ def _train(args) -> int:
     result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
                    address=args.address)
     test = result["test"]
-    print(f"held-out {test['metric']}{_adaptation(config.algorithm, config.test_inner_steps)}: {test['mean']:.4f} +- {test['ci95']:.4f} "
+    print(f"{_results('held-out ', result.get('test_all', {'': test}), _adaptation(config.algorithm, config.test_inner_steps))} "
           f"(95% CI, {test['episodes']} tasks); {result['steps']} steps in {result['seconds']:.0f} s, "
           f"{result['tasks_per_second']:.0f} tasks/s")
     print(f"checkpoint: {result['checkpoint']}  MLflow run: {result['run_id']}")
@@ -144,8 +144,17 @@ def _train(args) -> int:
 
 
 def _adaptation(algorithm: str, steps: int) -> str:
-    """The " after N steps" of a result line; nothing for learners without an inner loop."""
-    return "" if algorithm in METRIC_BASED else f" after {steps} steps"
+    """The " after N steps" of a result line; nothing for learners without an inner loop (RL^2's is its memory)."""
+    return "" if algorithm in METRIC_BASED or algorithm == "rl2" else f" after {steps} steps"
+
+
+def _results(prefix: str, summaries: dict, adaptation: str) -> str:
+    """``held-out mse after 10 steps: 0.1234 +- 0.0100``; with several metrics
+    ``held-out after 10 steps: mse 0.1234 +- 0.0100, nll ...``."""
+    values = [(s["metric"], f"{s['mean']:.4f} +- {s['ci95']:.4f}") for s in summaries.values()]
+    if len(values) == 1:
+        return f"{prefix}{values[0][0]}{adaptation}: {values[0][1]}"
+    return f"{prefix.rstrip()}{adaptation}: " + ", ".join(f"{name} {value}" for name, value in values)
 
 
 def _json(result: dict) -> str:
@@ -184,7 +193,7 @@ def _evaluate(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, overrides, args.tracking_uri)
     episode = f"{result['ways']}-way {result['shots']}-shot " if "ways" in result else ""
-    print(f"{episode}{result['metric']}{_adaptation(result['algorithm'], result['inner_steps'])}: {result['mean']:.4f} +- {result['ci95']:.4f} "
+    print(f"{_results(episode, result.get('all', {'': result}), _adaptation(result['algorithm'], result['inner_steps']))} "
           f"(95% CI, {result['episodes']} tasks)")
     if args.json:
         print(_json(result))

@@ -22,7 +22,7 @@ import safetensors
 from safetensors.torch import save_file
 from torch import nn
 
-from distmeta.config import REGRESSION
+from distmeta.config import PARTICLE_BASED, REGRESSION
 
 SERVED = Path(__file__).with_name("served.py")
 PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy", "pandas"]
@@ -49,6 +49,8 @@ def network_spec(module: nn.Module) -> dict:
 
 
 def head_of(algorithm: str, task: str, adapted: bool) -> str:
+    if algorithm in PARTICLE_BASED:
+        return "particles"
     if task in REGRESSION:
         return "regression"
     if algorithm in HEADS:
@@ -84,15 +86,25 @@ def log_model(folder: Path, name: str, example: pd.DataFrame, checkpoint: str | 
 
 def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes: int) -> dict:
     """What a generated model stores: the adapted weights, and the support summary cut to its ``classes``."""
-    from distmeta.models import model_params
-
-    tensors = model_params(model, task_params)
+    tensors = served_weights(algorithm, model, task_params)
     if algorithm == "protonet":
         tensors["support:prototypes"] = task_params["support:prototypes"][:classes]
     if algorithm == "matchingnet":
         tensors["support:embeddings"] = task_params["support:embeddings"]
         tensors["support:labels"] = task_params["support:labels"][:, :classes]
     return tensors
+
+
+def served_weights(algorithm: str, model: nn.Module, params: dict) -> dict:
+    """The network's weights in ``params`` (meta or adapted), with each particle's noise for Bayesian MAML."""
+    from distmeta.models import model_params
+
+    weights = model_params(model, params)
+    if algorithm in PARTICLE_BASED:
+        from distmeta.algorithms.bmaml import NOISE
+
+        weights[NOISE] = params[NOISE]
+    return weights
 
 
 def fetch_meta_model(uri: str, into: str) -> tuple[str, str]:
@@ -129,7 +141,7 @@ def register(folder: Path, registered_name: str, example: pd.DataFrame, tags: di
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     """Log a training checkpoint (local or URI) as the run's meta-model; returns its ModelInfo."""
     from distmeta.checkpoint import load_checkpoint, resolve_location
-    from distmeta.models import make_model, model_params
+    from distmeta.models import make_model
     from distmeta.setup import without_data
 
     checkpoint = load_checkpoint(checkpoint_location)
@@ -139,7 +151,8 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     classes = range(config.ways) if head == "logits" else ()
     fs, path = resolve_location(checkpoint.path)
     with tempfile.TemporaryDirectory() as local:
-        write_model(Path(local) / "model", model, model_params(model, checkpoint.params), head, checkpoint.input_shape, classes)
+        weights = served_weights(config.algorithm, model, checkpoint.params)
+        write_model(Path(local) / "model", model, weights, head, checkpoint.input_shape, classes)
         (Path(local) / "checkpoint").mkdir()
         pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)  # a whole checkpoint: load_checkpoint reads it
         example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task in REGRESSION else torch.rand(2, *checkpoint.input_shape)

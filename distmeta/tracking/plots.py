@@ -29,9 +29,26 @@ def sinusoid_fits(fits: list[dict], steps: int):
     for ax, fit in zip(axes[0], fits):
         ax.plot(fit["x"], fit["truth"], "k-", label="ground truth")
         ax.plot(fit["x"], fit["before"], ":", label="meta-model (before)")
-        ax.plot(fit["x"], fit["after"], "-", label=f"after {steps} steps")
+        line, = ax.plot(fit["x"], fit["after"], "-", label=f"after {steps} steps")
+        if fit.get("after_std") is not None:  # a particle ensemble: its 95% predictive interval
+            low, high = fit["after"] - 1.96 * fit["after_std"], fit["after"] + 1.96 * fit["after_std"]
+            ax.fill_between(fit["x"], low, high, color=line.get_color(), alpha=0.2, label="95% predictive interval")
         ax.plot(fit["support_x"], fit["support_y"], "^", label="support points")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def trial_curves(curves: dict, measure: str):
+    """RL^2 against the baselines on the same held-out trials: one mean curve each."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, lw=2.5 if name == "RL^2" else 1.2, label=name)
+    quantity, unit = measure.rsplit(" (", 1)
+    ax.set_xlabel(unit.rstrip(")"))
+    ax.set_ylabel(f"mean {quantity}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

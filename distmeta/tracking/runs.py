@@ -46,6 +46,9 @@ class Tracker:
     def log_figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, local_dir, artifact_path)
+
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))

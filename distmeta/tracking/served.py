@@ -8,7 +8,10 @@ as a tree of torch layers, the head, the input shape, class names) and
 the support set's prototypes or memory under ``support:`` keys).
 
 Input: a DataFrame with column ``x`` (regression) or ``image`` (each row the
-C*H*W pixels in [0, 1], row-major, as a list). Output: ``y``; or ``label``
+C*H*W pixels in [0, 1], row-major, as a list). Output: ``y``; for Bayesian
+and ensemble MAML's particles (weights stacked on a leading dimension, each
+with its Gaussian noise), ``y`` and ``std``, the mean and standard deviation
+of the particles' predictive mixture; or ``label``
 (a class name of the support set) and ``probabilities`` (one per class, in
 ``classes`` order); or ``embedding`` for an unadapted metric-based meta-model.
 Batch norm uses the statistics of the batch it is given, as in training:
@@ -18,6 +21,7 @@ send an image model a batch of queries, not one image at a time.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import mlflow
@@ -27,6 +31,8 @@ import torch
 from torch import nn
 
 SUPPORT = "support:"
+NOISE = "likelihood:log_std"  # each particle's Gaussian noise (log sd), beside its stacked weights
+LOG_STD_MIN = math.log(1e-3)  # as in training
 LAYERS = {
     "Sequential": lambda spec: nn.Sequential(*(network(child) for child in spec["children"])),
     "Linear": lambda spec: nn.Linear(spec["in"], spec["out"]),
@@ -64,6 +70,9 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
         self.spec = json.loads((folder / "model.json").read_text())
         tensors = load_file(folder / "params.safetensors")
         self.net = network(self.spec["network"])
+        if self.spec["head"] == "particles":  # weights stay stacked; applied one particle at a time
+            self.particles = tensors
+            return
         self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(SUPPORT)})
         self.support = {k[len(SUPPORT):]: v for k, v in tensors.items() if k.startswith(SUPPORT)}
 
@@ -76,16 +85,29 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
                              f"got {rows.shape[1]}")
         x = torch.from_numpy(rows).reshape(len(rows), *self.spec["input_shape"])
         with torch.no_grad():
-            output = self.net(x)
             head = self.spec["head"]
+            output = None if head == "particles" else self.net(x)
             if head == "regression":
                 return pd.DataFrame({"y": output[:, 0].numpy().astype(np.float64)})
+            if head == "particles":
+                mean, std = self.mixture(x)
+                return pd.DataFrame({"y": mean.numpy().astype(np.float64), "std": std.numpy().astype(np.float64)})
             if head == "embedding":
                 return pd.DataFrame({"embedding": list(output.numpy().astype(np.float64))})
             classes = self.spec["classes"]
             probabilities = torch.softmax(scores(head, output, self.support)[:, : len(classes)], dim=-1)
         return pd.DataFrame({"label": [classes[i] for i in probabilities.argmax(-1).tolist()],
                              "probabilities": list(probabilities.numpy().astype(np.float64))})
+
+
+    def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and sd of the equal mixture of the particles' Gaussians N(net_m(x), sd_m^2)."""
+        weights = {k: v for k, v in self.particles.items() if k != NOISE}
+        means = torch.stack([torch.func.functional_call(self.net, {k: v[m] for k, v in weights.items()}, (x,))[:, 0]
+                             for m in range(len(self.particles[NOISE]))])
+        variances = torch.exp(2 * self.particles[NOISE].clamp(min=LOG_STD_MIN)).unsqueeze(1)
+        mean = means.mean(0)
+        return mean, ((variances + means**2).mean(0) - mean**2).clamp(min=0).sqrt()
 
 
 mlflow.models.set_model(DistmetaModel())

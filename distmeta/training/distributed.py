@@ -132,7 +132,7 @@ class DistributedTrainer:
                        transfer_time=max(0.0, seconds - compute - stats["aggregate_time"]))
         return summary
 
-    evaluate = MetaTrainer.evaluate
+    evaluate, evaluate_all = MetaTrainer.evaluate, MetaTrainer.evaluate_all
 
     def save(self, output, run_id=None) -> str:
         return ray.get(self.server.checkpoint.remote(output, run_id, self.setup.tasks.input_shape))

@@ -14,8 +14,8 @@ import torch
 from torch.func import vmap
 
 from distmeta.algorithms import plain_autograd
-from distmeta.models import model_params
 from distmeta.tasks import TEST, task_seeds
+from distmeta.tasks.predictive import moments
 
 
 class Summary(NamedTuple):
@@ -84,21 +84,46 @@ def test_episode(setup, meta_params) -> tuple:
 
 
 def sinusoid_fits(setup, meta_params, seeds: list[int], steps: int, points: int = 200) -> list[dict]:
-    """Curves for a fit plot: truth, meta-model, and the model adapted to K points."""
+    """Curves for a fit plot: truth, meta-model, and the model adapted to K points (with its
+    predictive standard deviation, ``after_std``, when the learner has one)."""
     low, high = setup.tasks.x_range
     grid = torch.linspace(low, high, points).unsqueeze(1)
-    fits = []
+    algorithm, fits = setup.algorithm, []
     for seed in seeds:
         task = setup.tasks.sample(seed)
-        adapted = setup.algorithm.adapt(meta_params, task.support_x, task.support_y, steps)
-        with torch.no_grad():
-            fits.append({
-                "x": grid.squeeze(1).numpy(),
-                "truth": setup.tasks.target(seed, grid).squeeze(1).numpy(),
-                "before": setup.apply(model_params(setup.model, meta_params), grid).squeeze(1).numpy(),
-                "after": setup.algorithm.predict(adapted, grid).squeeze(1).numpy(),
-                "support_x": task.support_x.squeeze(1).numpy(),
-                "support_y": task.support_y.squeeze(1).numpy(),
-            })
+        before, _ = _point_and_spread(algorithm.predict(algorithm.adapt(meta_params, task.support_x, task.support_y, 0), grid))
+        after, spread = _point_and_spread(algorithm.predict(algorithm.adapt(meta_params, task.support_x, task.support_y, steps), grid))
+        fits.append({"x": grid.squeeze(1).numpy(), "truth": setup.tasks.target(seed, grid).squeeze(1).numpy(),
+                     "before": before, "after": after, "after_std": spread,
+                     "support_x": task.support_x.squeeze(1).numpy(), "support_y": task.support_y.squeeze(1).numpy()})
     return fits
+
+
+def _point_and_spread(prediction: torch.Tensor):
+    """(mean, std or None) as numpy curves, of a point prediction or a particle ensemble's distribution."""
+    prediction = prediction.detach()
+    if prediction.dim() == 3:
+        mean, std = moments(prediction)
+        return mean.squeeze(1).numpy(), std.squeeze(1).numpy()
+    return prediction.squeeze(1).numpy(), None
+
+
+def trial_curves(setup, meta_params, trials: int = 500) -> tuple[dict, str]:
+    """Per-step curves of RL^2 and every baseline on the same held-out trials, and what they measure:
+    cumulative pseudo-regret per pull for bandits, cumulative reward per episode for tabular MDPs."""
+    from distmeta.algorithms.rl2 import rollout
+    from distmeta.tasks import baselines
+
+    env = setup.tasks
+    batch = env.sample_batch(task_seeds(setup.config.seed, TEST, 0, trials))
+    with torch.no_grad():
+        played = vmap(lambda trial: rollout(setup.apply, env, meta_params, trial), randomness="same")(batch)
+    if setup.config.task == "bandit":
+        regret = lambda arms: (batch.means.max(-1, keepdim=True).values - batch.means.gather(1, arms)).cumsum(1)
+        curves = {"RL^2": regret(played.actions.argmax(-1))}
+        curves.update({name: regret(baselines.play_bandit(name, batch)[0]) for name in baselines.BANDIT_BASELINES})
+        return {k: v.mean(0).numpy() for k, v in curves.items()}, "cumulative regret (pulls)"
+    per_episode = played.rewards.reshape(trials, env.episodes, env.horizon).sum(-1)
+    curves = {"RL^2": per_episode, **{name: baselines.play_mdp(name, batch).sum(-1) for name in baselines.MDP_BASELINES}}
+    return {k: v.cumsum(1).mean(0).numpy() for k, v in curves.items()}, "cumulative reward (episodes)"
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError, load_checkpoint
-from distmeta.config import METRIC_BASED, REGRESSION, ConfigError
+from distmeta.config import METRIC_BASED, REGRESSION, REINFORCEMENT, ConfigError
 from distmeta.data.dataset import DataError
 from distmeta.data.support import read_support
 from distmeta.models import make_model
@@ -40,7 +40,11 @@ def generate(meta_model: str, support: str, *, steps: int | None = None, name: s
     with tempfile.TemporaryDirectory() as scratch:
         location, source = fetch_meta_model(meta_model, scratch)
         checkpoint = load_checkpoint(location)
-        config, shape = checkpoint.config, _input_shape(checkpoint, meta_model)
+        config = checkpoint.config
+        if config.task in REINFORCEMENT:
+            raise ConfigError(f"{meta_model} is an RL^2 policy: it adapts by playing a task (its memory), not to "
+                              "examples; use `distmeta evaluate`")
+        shape = _input_shape(checkpoint, meta_model)
         supports = read_support(support, shape, classification=config.task not in REGRESSION)
         _check_classes(config, supports, support)
         names = _names(name or f"{config.algorithm}-{config.task}", supports, name_per_task)

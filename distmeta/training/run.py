@@ -14,10 +14,10 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.config import REGRESSION, Config, ConfigError, from_dict
+from distmeta.config import REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
-from distmeta.training.evaluation import evaluate, sinusoid_fits, test_episode
+from distmeta.training.evaluation import evaluate_all, sinusoid_fits, test_episode, trial_curves
 from distmeta.optim import unflatten
 from distmeta.training.trainer import MetaTrainer
 
@@ -95,8 +95,9 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
         started = time.perf_counter()
         stats = _fit(trainer, output, tracker, progress)
         validation = _validate(trainer, tracker)
-        test = trainer.evaluate(TEST, config.eval_episodes)
-        tracker.log_metrics({f"test_{test.metric}": test.mean, f"test_{test.metric}_ci95": test.ci95}, trainer.step)
+        summaries = trainer.evaluate_all(TEST, config.eval_episodes)
+        test = summaries[trainer.setup.tasks.metric]
+        tracker.log_metrics(_test_metrics(summaries), trainer.step)
         final = trainer.save(output, tracker.run_id)
         _log_artifacts(trainer, tracker, final)
         return {
@@ -108,7 +109,14 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
             "seconds": round(time.perf_counter() - started, 2),
             "validation": validation and {"metric": validation.metric, "value": validation.mean},
             "test": test._asdict(),
+            **({"test_all": {k: v._asdict() for k, v in summaries.items()}} if len(summaries) > 1 else {}),
         }
+
+
+def _test_metrics(summaries: dict) -> dict:
+    """``test_<metric>`` and ``test_<metric>_ci95`` of every metric."""
+    return {f"test_{name}{suffix}": value for name, s in summaries.items()
+            for suffix, value in (("", s.mean), ("_ci95", s.ci95))}
 
 
 def _absolute(location) -> str:
@@ -178,6 +186,13 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         tracker.log_figure(plots.sinusoid_fits(fits, trainer.config.test_inner_steps), "sinusoid_fits.png")
     elif trainer.setup.tasks.metric == "accuracy":
         tracker.log_figure(plots.episode(*test_episode(trainer.setup, trainer.meta_params)), "test_episode.png")
+    if trainer.config.task in REINFORCEMENT:
+        curves, measure = trial_curves(trainer.setup, trainer.meta_params)
+        tracker.log_figure(plots.trial_curves(curves, measure), "trial_curves.png")
+        tracker.log_metrics({f"baseline_{name}_{measure.split(' (')[0].split()[-1]}": float(curve[-1])
+                             for name, curve in curves.items() if name != "RL^2"}, trainer.step)
+        tracker.log_artifacts(checkpoint, "meta_model_checkpoint")  # a policy plays tasks: no pyfunc to serve
+        return
     info = log_meta_model(checkpoint)
     tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
@@ -204,6 +219,8 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
             protocol.update(ways=config.test_ways or config.ways, shots=config.test_shots or config.shots,
                             queries=config.queries, dataset=config.test_dataset or config.dataset)
         tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
-        summary = evaluate(setup, meta_params, TEST, config.eval_episodes)
-        tracker.log_metrics({f"test_{summary.metric}": summary.mean, f"test_{summary.metric}_ci95": summary.ci95}, checkpoint.step)
-        return {**summary._asdict(), **protocol, "algorithm": config.algorithm, "run_id": tracker.run_id}
+        summaries = evaluate_all(setup, meta_params, TEST, config.eval_episodes)
+        tracker.log_metrics(_test_metrics(summaries), checkpoint.step)
+        summary = summaries[setup.tasks.metric]
+        extra = {"all": {k: v._asdict() for k, v in summaries.items()}} if len(summaries) > 1 else {}
+        return {**summary._asdict(), **protocol, "algorithm": config.algorithm, "run_id": tracker.run_id, **extra}

@@ -20,7 +20,7 @@ from distmeta.checkpoint import Checkpoint, save_checkpoint
 from distmeta.config import Config
 from distmeta.optim import aggregate, unflatten
 from distmeta.setup import build, outer_optimizer
-from distmeta.training.evaluation import Summary, evaluate
+from distmeta.training.evaluation import Summary, evaluate_all
 
 
 class MetaTrainer:
@@ -47,8 +47,12 @@ class MetaTrainer:
         return step_summary(metrics, kept, time.perf_counter() - start)
 
     def evaluate(self, split: int, episodes: int, steps: int | None = None) -> Summary:
-        """Meta-test the current meta-parameters (``steps`` defaults to ``test_inner_steps``)."""
-        return evaluate(self.setup, self.meta_params, split, episodes, steps)
+        """Meta-test the current meta-parameters (``steps`` defaults to ``test_inner_steps``): the task's metric."""
+        return self.evaluate_all(split, episodes, steps)[self.setup.tasks.metric]
+
+    def evaluate_all(self, split: int, episodes: int, steps: int | None = None) -> dict[str, Summary]:
+        """Every metric the task reports, each as mean +- 95% CI."""
+        return evaluate_all(self.setup, self.meta_params, split, episodes, steps)
 
     def close(self) -> None:
         """Nothing to release in one process (the distributed trainer stops its actors)."""
