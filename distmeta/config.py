@@ -202,7 +202,7 @@ def _check_combination(config: Config) -> None:
     if config.task != "fewshot" and few_shot_keys:
         raise ConfigError(f"{few_shot_keys[0]} is for task=fewshot; task is {config.task}")
     if config.task not in ("fewshot", "random_episodes") and config.test_ways:
-        raise ConfigError("test_ways is for classification tasks; a sinusoid task has no classes")
+        raise ConfigError(f"test_ways is for classification tasks; a {config.task} task has no classes")
     if config.split_sizes and len(config.split_sizes) != 3:
         raise ConfigError(f"split_sizes must be three counts (train, val, test), got {config.split_sizes}")
     if (config.algorithm == "rl2") != (config.task in REINFORCEMENT):

@@ -27,7 +27,7 @@ def test_ints_are_accepted_for_floats():
     ({"steps": 0}, "steps must be >= 1, got 0"),
     ({"inner_lr": 0.0}, "inner_lr must be > 0, got 0.0"),
     ({"outer_lr": -1e-3}, "outer_lr must be > 0, got -0.001"),
-    ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain, protonet, matchingnet; got 'mamml' (did you mean 'maml'?)"),
+    ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain, protonet, matchingnet, bmaml, emaml, rl2; got 'mamml' (did you mean 'maml'?)"),
     ({"hidden": [40, "x"]}, "hidden must be a list of ints, got [40, 'x']"),
     ({"shots": 995, "queries": 10}, "shots + queries must be <= 1000 points per sinusoid task"),
     ({"inner_steps": True}, "inner_steps must be int, got True"),
@@ -37,6 +37,14 @@ def test_ints_are_accepted_for_floats():
     ({"algorithm": "protonet"}, "protonet classifies: it needs a classification task (fewshot or random_episodes)"),
     ({"rotations": True}, "rotations is for task=fewshot; task is sinusoid"),
     ({"test_ways": 5}, "test_ways is for classification tasks; a sinusoid task has no classes"),
+    ({"task": "bandit", "test_ways": 5}, "test_ways is for classification tasks; a bandit task has no classes"),
+    ({"algorithm": "rl2"}, "rl2 needs a reinforcement-learning task (bandit or tabular_mdp), and those need rl2; "
+                           "got algorithm=rl2, task=sinusoid"),
+    ({"task": "tabular_mdp"}, "rl2 needs a reinforcement-learning task (bandit or tabular_mdp), and those need rl2; "
+                              "got algorithm=maml, task=tabular_mdp"),
+    ({"algorithm": "bmaml", "task": "random_episodes"}, "bmaml is built for regression (sinusoid, noisy_sinusoid); task is random_episodes"),
+    ({"algorithm": "emaml", "particles": 0}, "particles must be >= 1, got 0"),
+    ({"algorithm": "rl2", "task": "bandit", "arms": 1}, "arms must be >= 2, got 1"),
     ({"task": "random_episodes", "ways": 5, "test_ways": 20},
      "maml has a 5-way output layer, so test_ways must be 5 (train a 20-way model for 20-way tests)"),
 ])

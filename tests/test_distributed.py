@@ -141,3 +141,18 @@ def test_few_shot_training_agrees_and_workers_share_the_dataset(glyph_file, algo
     assert_relative(params, reference)
     # every worker maps the images from Ray's object store (read-only, zero-copy), never a copy of its own
     assert len(locations) == 6 and all(where["dataset_shared"] for where in locations)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["algorithm=bmaml", "task=noisy_sinusoid", "particles=3", "inner_steps=2"],
+    ["algorithm=emaml", "task=noisy_sinusoid", "particles=3"],
+    ["algorithm=rl2", "task=bandit", "arms=4", "pulls=8", "hidden=[16]"],
+    ["algorithm=rl2", "task=tabular_mdp", "states=3", "actions=2", "horizon=4", "episodes=3", "hidden=[16]"],
+], ids=["bmaml", "emaml", "rl2-bandit", "rl2-mdp"])
+def test_particles_and_policies_train_unchanged_on_workers(overrides):
+    """Stacked particles and policy gradients are per-task meta-gradients like any other: 2 workers = 1 process."""
+    reference, _, _ = train([*overrides, "workers=0", "steps=5"])
+    params, steps, _ = train([*overrides, "workers=2", "steps=5"])
+    assert_relative(params, reference)
+    assert not torch.equal(reference, build(resolve(overrides=[*BASE, *overrides])).initial_state()[0])
+    assert all(s["dropped_tasks"] == 0 for s in steps)

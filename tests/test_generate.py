@@ -284,3 +284,42 @@ def test_bad_input_is_one_line_and_registers_nothing(sine_meta, glyph_meta, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("distmeta: error: ") and message in err[0], err
     assert versions(tracking_uri) == before
+
+
+def test_a_generated_bmaml_model_returns_its_predictive_mean_and_std(tmp_path_factory, tmp_path, tracking_uri, capsys):
+    out, meta_uri, _ = train(tmp_path_factory, tracking_uri, "algorithm=bmaml", "task=noisy_sinusoid", "particles=3",
+                             "steps=200", "workers=0", "val_every=0", "eval_episodes=20")
+    support = tmp_path / "sine.csv"
+    sine(10, seed=1).to_csv(support, index=False)
+    code, result = cli(capsys, "generate", "--meta-model", meta_uri, "--support", support, "--name", "bayes-sine",
+                       "--tracking-uri", tracking_uri, "--json")
+    assert code == 0 and {"mse", "nll", "coverage95"} <= set(result["support_fit"])
+    new = sine(50, seed=2)
+    served = mlflow.pyfunc.load_model(result["model_uri"]).predict(new[["x"]])
+    # the same particles adapted in this process: the mixture's mean and sd
+    from distmeta.tasks.predictive import moments
+
+    checkpoint = load_checkpoint(out)
+    x, y = (torch.tensor(sine(10, seed=1)[c].to_numpy(), dtype=torch.float32).unsqueeze(1) for c in "xy")
+    task_params, _ = adapt_support(checkpoint.config, (1,), checkpoint.params, x, y, checkpoint.config.test_inner_steps)
+    _, _, algorithm = learner(checkpoint.config, without_data(checkpoint.config, (1,)))
+    mean, std = moments(algorithm.predict(task_params, torch.tensor(new[["x"]].to_numpy(), dtype=torch.float32)))
+    assert served["y"].to_numpy() == pytest.approx(mean[:, 0].numpy(), abs=1e-5)
+    assert served["std"].to_numpy() == pytest.approx(std[:, 0].numpy(), abs=1e-5)
+    assert (served["std"] > 0).all()
+    # and the meta-model itself (before adapting) answers with both columns too
+    assert list(mlflow.pyfunc.load_model(meta_uri).predict(new[["x"]]).columns) == ["y", "std"]
+
+
+def test_an_rl2_policy_is_not_generated_from_examples(tmp_path_factory, tmp_path, tracking_uri, capsys):
+    out = tmp_path_factory.mktemp("rl2") / "run"
+    assert main(["train", "--set", "algorithm=rl2", "--set", "task=bandit", "--set", "steps=3", "--set", "workers=0",
+                 "--set", "hidden=[8]", "--set", "eval_episodes=20", "--set", "val_every=0", "--output", str(out),
+                 "--tracking-uri", tracking_uri]) == 0
+    capsys.readouterr()
+    sine(10, 1).to_csv(tmp_path / "sine.csv", index=False)
+    before = versions(tracking_uri)
+    code = main(["generate", "--meta-model", str(out), "--support", str(tmp_path / "sine.csv"), "--tracking-uri", tracking_uri])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is an RL^2 policy" in err[0]
+    assert versions(tracking_uri) == before

@@ -6,7 +6,7 @@ deviation of its Gaussian likelihood (``NOISE``). Adapting to a task moves
 the particles by Stein variational gradient descent (SVGD; Liu & Wang, 2016)
 towards the task posterior:
 
-    phi(theta_i) = 1/M sum_j [ k(theta_j, theta_i) grad log p(D | theta_j) + grad_{theta_j} k(theta_j, theta_i) ]
+    phi(theta_i) = 1/M sum_j [ k(theta_j, theta_i) grad log p(theta_j | D) + grad_{theta_j} k(theta_j, theta_i) ]
 
 with an RBF kernel k(a, b) = exp(-|a - b|^2 / h) whose bandwidth is the
 median heuristic, h = median pairwise |a - b|^2 / log M. The second term
@@ -16,8 +16,10 @@ meta-initialisation is the prior: as in MAML, no explicit prior term.
 
 The meta-objective is the chaser loss: the chaser is the particles after n
 SVGD steps on the support set, the leader continues s more steps on support
-plus query, and the loss is their squared distance, differentiated through
-the chaser's steps only (the leader is a target, with no gradient).
+plus query, and the loss is the squared distance of their weights,
+differentiated through the chaser's steps only (the leader is a target,
+with no gradient). The noise has a Gamma prior on its precision, as in the
+authors' code.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ from distmeta.algorithms.base import Algorithm, grad, scored
 from distmeta.tasks.predictive import gaussian_nll
 
 NOISE = "likelihood:log_std"  # a particle's Gaussian noise (log sd), learned and adapted with its weights
+PRECISION_PRIOR = (2.0, 0.2)  # Gamma(a, b) prior on the noise precision 1/sd^2, as in the authors' code: mode sd ~0.3
+
+
+def log_noise_prior(log_std: torch.Tensor) -> torch.Tensor:
+    """log p(log sd) of the Gamma(a, b) precision prior, in log-sd coordinates (Jacobian included).
+
+    It keeps the noise from growing until the likelihood is flat: a flat
+    likelihood would make every particle stand still and the chaser loss 0.
+    """
+    a, b = PRECISION_PRIOR
+    precision = torch.exp(-2 * log_std)
+    return (a * torch.log(precision) - b * precision).sum()
 
 
 def particles_init(count: int, fresh):
@@ -64,11 +78,11 @@ def stein_step(predict, particles, x, y, lr: float, kernel: bool = True):
     particles' likelihoods are independent.
     """
 
-    def negative_log_likelihood(p):
+    def negative_log_posterior(p):
         prediction = predict(p, x)
-        return gaussian_nll(prediction[..., 0], prediction[..., 1], y).sum()
+        return gaussian_nll(prediction[..., 0], prediction[..., 1], y).sum() - log_noise_prior(p[NOISE])
 
-    score = {k: -g for k, g in grad(negative_log_likelihood)(particles).items()}  # grad log p(D | theta_m)
+    score = {k: -g for k, g in grad(negative_log_posterior)(particles).items()}  # grad log p(theta_m | D)
     count = particles[NOISE].shape[0]
     if not kernel:
         return {k: v + lr * score[k] / count for k, v in particles.items()}
@@ -107,7 +121,7 @@ def bmaml(apply, tasks_spec, inner_lr: float, inner_steps: int, particles: int, 
         chaser = adapt(meta_params, task.support_x, task.support_y)
         everything = torch.cat([task.support_x, task.query_x]), torch.cat([task.support_y, task.query_y])
         leader = adapt({k: v.detach() for k, v in chaser.items()}, *everything, leader_steps)
-        distance = sum(((chaser[k] - leader[k].detach()) ** 2).sum() for k in chaser)
+        distance = sum(((chaser[k] - leader[k].detach()) ** 2).sum() for k in chaser if k != NOISE)  # weights only
         _, metrics = scored(tasks_spec, predict(chaser, task.query_x), task.query_y)
         return distance, {**metrics, "loss": distance.detach()}
 
