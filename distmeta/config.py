@@ -80,6 +80,7 @@ class Config:
     discount: float = _key(0.99, "rl2: discount over the steps of a trial", positive=True)
     gae_lambda: float = _key(0.3, "rl2: GAE lambda", min=0)
     entropy_coef: float = _key(0.01, "rl2: entropy bonus weight", min=0)
+    value_coef: float = _key(0.5, "rl2: value-loss weight", min=0)
     # Outer loop.
     steps: int = _key(20000, "meta-training steps", min=1)
     minutes: float = _key(0.0, "stop meta-training after this many minutes, even before `steps` (0: no limit)", min=0)

@@ -287,8 +287,11 @@ def test_bad_input_is_one_line_and_registers_nothing(sine_meta, glyph_meta, tmp_
 
 
 def test_a_generated_bmaml_model_returns_its_predictive_mean_and_std(tmp_path_factory, tmp_path, tracking_uri, capsys):
-    out, meta_uri, _ = train(tmp_path_factory, tracking_uri, "algorithm=bmaml", "task=noisy_sinusoid", "particles=3",
-                             "steps=200", "workers=0", "val_every=0", "eval_episodes=20")
+    out, meta_uri, run_id = train(tmp_path_factory, tracking_uri, "algorithm=bmaml", "task=noisy_sinusoid", "particles=3",
+                                  "steps=200", "workers=0", "val_every=0", "eval_episodes=20")
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert {"test_mse", "test_nll", "test_coverage95", "test_nll_ci95"} <= set(run.data.metrics)
+    assert "sinusoid_fits.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     support = tmp_path / "sine.csv"
     sine(10, seed=1).to_csv(support, index=False)
     code, result = cli(capsys, "generate", "--meta-model", meta_uri, "--support", support, "--name", "bayes-sine",
@@ -317,6 +320,12 @@ def test_an_rl2_policy_is_not_generated_from_examples(tmp_path_factory, tmp_path
                  "--set", "hidden=[8]", "--set", "eval_episodes=20", "--set", "val_every=0", "--output", str(out),
                  "--tracking-uri", tracking_uri]) == 0
     capsys.readouterr()
+    run_id = load_checkpoint(out).run_id
+    metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+    assert {"test_reward", "test_regret", "baseline_gittins_regret", "baseline_random_regret"} <= set(metrics)
+    assert metrics["baseline_random_regret"] > metrics["baseline_gittins_regret"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"trial_curves.png", "meta_model_checkpoint", "learning_curve.png"} <= artifacts
     sine(10, 1).to_csv(tmp_path / "sine.csv", index=False)
     before = versions(tracking_uri)
     code = main(["generate", "--meta-model", str(out), "--support", str(tmp_path / "sine.csv"), "--tracking-uri", tracking_uri])

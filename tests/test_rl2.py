@@ -72,7 +72,7 @@ def test_mdp_environment_dynamics():
 def test_policy_gradient_matches_finite_differences(env):
     """The A2C surrogate's gradient, in float64; small moves do not change which actions are drawn."""
     apply, params = policy(env)
-    algorithm = rl2(apply, env, discount=0.9, gae_lambda=0.5, entropy_coef=0.01)
+    algorithm = rl2(apply, env, discount=0.9, gae_lambda=0.5, entropy_coef=0.01, value_coef=0.5)
     trial = as_double(env.sample(4))
     grads, metrics = algorithm.task_grad(params, trial)
     direction = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=v.dtype) for k, v in params.items()}
@@ -96,7 +96,7 @@ def test_policy_gradient_matches_finite_differences(env):
 def test_vmap_equals_loop_for_policy_gradients():
     env = Bandits(4, 8)
     apply, params = policy(env)
-    algorithm = rl2(apply, env, discount=0.99, gae_lambda=0.3, entropy_coef=0.01)
+    algorithm = rl2(apply, env, discount=0.99, gae_lambda=0.3, entropy_coef=0.01, value_coef=0.5)
     batch = as_double(env.sample_batch(list(range(5))))
     by_vmap, by_loop = meta_gradients(algorithm, params, batch, "vmap"), meta_gradients(algorithm, params, batch, "loop")
     for part in (0, 1):
@@ -105,7 +105,8 @@ def test_vmap_equals_loop_for_policy_gradients():
 
 
 def test_rl2_learns_to_explore_bandits():
-    """k=5 arms, n=10 pulls: after 1500 steps RL^2 beats random clearly and reaches 90% of UCB1's reward."""
+    """k=5 arms, n=10 pulls: after 1500 steps (45 s) RL^2 beats random clearly and reaches 95% of UCB1's reward
+    (c=0, the best of {0, 0.1, ..., 1} on validation trials) on the same 1000 new bandits."""
     config = resolve(overrides=["algorithm=rl2", "task=bandit", "arms=5", "pulls=10", "hidden=[64]", "steps=1500",
                                 "meta_batch_size=32", "outer_lr=0.003", "workers=0", "seed=1"])
     trainer = MetaTrainer(config)
@@ -114,6 +115,6 @@ def test_rl2_learns_to_explore_bandits():
     rl2_reward = trainer.evaluate(TEST, episodes=1000)
     trials = trainer.setup.tasks.sample_batch(task_seeds(config.seed, TEST, 0, 1000))
     random_reward = play_bandit("random", trials)[1].sum(1).mean().item()
-    ucb_reward = play_bandit("ucb1", trials)[1].sum(1).mean().item()
-    assert rl2_reward.mean - rl2_reward.ci95 > random_reward + 0.5  # measured: 6.4 against 5.0
-    assert rl2_reward.mean > 0.9 * ucb_reward  # measured: ... of UCB1's ...
+    ucb_reward = play_bandit("ucb1", trials, c=0.0)[1].sum(1).mean().item()
+    assert rl2_reward.mean - rl2_reward.ci95 > random_reward + 0.5  # measured: 6.13 +- 0.16 against 4.99
+    assert rl2_reward.mean > 0.95 * ucb_reward  # measured: 102% of UCB1's 6.0 (Gittins: 6.69)

@@ -25,7 +25,7 @@ def make_algorithm(config, apply, tasks_spec, fresh=None) -> Algorithm:
     (Bayesian and ensemble MAML start each particle from its own).
     """
     if config.algorithm == "rl2":
-        return rl2(apply, tasks_spec, config.discount, config.gae_lambda, config.entropy_coef)
+        return rl2(apply, tasks_spec, config.discount, config.gae_lambda, config.entropy_coef, config.value_coef)
     extra = {}
     if config.algorithm in ("bmaml", "emaml"):
         extra = {"particles": config.particles, "fresh": fresh}

@@ -72,7 +72,7 @@ def advantages(rewards: torch.Tensor, values: torch.Tensor, discount: float, gae
     return gae, gae + values
 
 
-def rl2(apply, env, discount: float, gae_lambda: float, entropy_coef: float, value_coef: float = 0.5) -> Algorithm:
+def rl2(apply, env, discount: float, gae_lambda: float, entropy_coef: float, value_coef: float) -> Algorithm:
     """RL^2 over a recurrent policy ``apply(params, x, h)`` and an environment family ``env``."""
 
     def a2c_loss(params, trial):

@@ -99,7 +99,6 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"label": [classes[i] for i in probabilities.argmax(-1).tolist()],
                              "probabilities": list(probabilities.numpy().astype(np.float64))})
 
-
     def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and sd of the equal mixture of the particles' Gaussians N(net_m(x), sd_m^2)."""
         weights = {k: v for k, v in self.particles.items() if k != NOISE}

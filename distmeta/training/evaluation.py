@@ -91,8 +91,8 @@ def sinusoid_fits(setup, meta_params, seeds: list[int], steps: int, points: int 
     algorithm, fits = setup.algorithm, []
     for seed in seeds:
         task = setup.tasks.sample(seed)
-        before, _ = _point_and_spread(algorithm.predict(algorithm.adapt(meta_params, task.support_x, task.support_y, 0), grid))
-        after, spread = _point_and_spread(algorithm.predict(algorithm.adapt(meta_params, task.support_x, task.support_y, steps), grid))
+        fitted = lambda n: _point_and_spread(algorithm.predict(algorithm.adapt(meta_params, task.support_x, task.support_y, n), grid))
+        (before, _), (after, spread) = fitted(0), fitted(steps)
         fits.append({"x": grid.squeeze(1).numpy(), "truth": setup.tasks.target(seed, grid).squeeze(1).numpy(),
                      "before": before, "after": after, "after_std": spread,
                      "support_x": task.support_x.squeeze(1).numpy(), "support_y": task.support_y.squeeze(1).numpy()})
@@ -126,4 +126,3 @@ def trial_curves(setup, meta_params, trials: int = 500) -> tuple[dict, str]:
     per_episode = played.rewards.reshape(trials, env.episodes, env.horizon).sum(-1)
     curves = {"RL^2": per_episode, **{name: baselines.play_mdp(name, batch).sum(-1) for name in baselines.MDP_BASELINES}}
     return {k: v.cumsum(1).mean(0).numpy() for k, v in curves.items()}, "cumulative reward (episodes)"
-
