@@ -15,15 +15,11 @@ distribution and how often a held-out point falls in its 95% interval.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from runs import create_store, header, train
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNERS = {"BMAML": ["algorithm=bmaml"], "ensemble MAML": ["algorithm=emaml"], "MAML": ["algorithm=emaml", "particles=1"]}
@@ -31,19 +27,7 @@ LEARNERS = {"BMAML": ["algorithm=bmaml"], "ensemble MAML": ["algorithm=emaml"], 
 
 def run(shots: int, learner: str, steps: int, workdir: Path) -> dict:
     config = ROOT / "configs" / f"noisy_sinusoid_bmaml_k{shots}.yaml"
-    sets = [*LEARNERS[learner], f"steps={steps}", "threads=1", "val_every=0"]
-    output = workdir / f"{learner.replace(' ', '_')}-k{shots}"
-    start = time.perf_counter()
-    proc = subprocess.run(["distmeta", "train", "--config", str(config), "--workers", "0", "--output", str(output), "--json",
-                           *[arg for s in sets for arg in ("--set", s)]],
-                          capture_output=True, text=True, cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": store(workdir)})
-    if proc.returncode != 0:
-        sys.exit(f"{learner} K={shots}: {proc.stderr.strip().splitlines()[-1]}")
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - start}
-
-
-def store(workdir: Path) -> str:
-    return f"sqlite:///{workdir / 'mlflow.db'}"
+    return train(config, workdir, f"{learner.replace(' ', '_')}-k{shots}", [*LEARNERS[learner], f"steps={steps}", "val_every=0"])
 
 
 def main() -> None:
@@ -51,15 +35,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000, help="meta-steps per run")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    print(f"# {' '.join(['python', *sys.argv])}")
-    print(f"# {platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, {args.jobs} jobs at once")
+    header(args.jobs)
     print("| K | learner | particles | held-out MSE | held-out NLL | 95% interval coverage | time |")
     print("|---|---|---|---|---|---|---|")
     runs = [(shots, learner) for shots in (5, 10) for learner in LEARNERS]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        import mlflow
-
-        mlflow.MlflowClient(store(Path(tmp))).search_experiments()  # create the store once, not racing
+        create_store(Path(tmp))
         for (shots, learner), result in zip(runs, pool.map(lambda r: run(*r, args.steps, Path(tmp)), runs)):
             test = result["test_all"]
             cell = lambda name: f"{test[name]['mean']:.3f} +- {test[name]['ci95']:.3f}"

@@ -16,32 +16,14 @@ here on the validation trials, never on the test trials they are reported on.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from runs import create_store, header, train
+
 ROOT = Path(__file__).resolve().parents[1]
 GRID = [round(0.1 * i, 1) for i in range(11)]
-
-
-def run(config: Path, workdir: Path) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run(["distmeta", "train", "--config", str(config), "--workers", "0", "--set", "threads=1",
-                           "--output", str(workdir / config.stem), "--json"],
-                          capture_output=True, text=True, cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": store(workdir)})
-    if proc.returncode != 0:
-        sys.exit(f"{config}: {proc.stderr.strip().splitlines()[-1]}")
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - start}
-
-
-def store(workdir: Path) -> str:
-    return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def baselines(config_path: Path) -> dict:
@@ -70,20 +52,39 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", type=Path, default=default)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    print(f"# {' '.join(['python', *sys.argv])}")
-    print(f"# {platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, {args.jobs} jobs at once")
+    header(args.jobs)
+    tables = {"bandit": [], "tabular_mdp": []}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        import mlflow
+        create_store(Path(tmp))
+        for config, result in zip(args.configs, pool.map(lambda c: train(c, Path(tmp), c.stem), args.configs)):
+            tables[result_kind(config)].append(row(config, result, baselines(config)))
+    columns = {"bandit": ["random", "greedy", "epsilon-greedy", "UCB1", "Thompson", "Gittins", "RL^2", "RL^2 / Gittins"],
+               "tabular_mdp": ["random", "PSRL", "oracle (knows the MDP)", "RL^2", "RL^2 / oracle"]}
+    for kind, rows in tables.items():
+        if rows:
+            print(f"\n| config | meta-steps | train + eval | {' | '.join(columns[kind])} |")
+            print("|---" * (len(columns[kind]) + 3) + "|")
+            print("\n".join(rows))
 
-        mlflow.MlflowClient(store(Path(tmp))).search_experiments()  # create the store once, not racing
-        for config, result in zip(args.configs, pool.map(lambda c: run(c, Path(tmp)), args.configs)):
-            base, rl2 = baselines(config), result["test"]
-            reference = base.get("gittins", base.get("oracle"))
-            tuned = base.pop("tuned", {})
-            cells = " | ".join(f"{name} {value:.2f}" for name, value in base.items())
-            print(f"{config.name}: {result['steps']} meta-steps in {result['wall'] / 60:.1f} min | RL^2 {rl2['mean']:.2f} "
-                  f"+- {rl2['ci95']:.2f} | {cells} | RL^2 / {'Gittins' if 'gittins' in base else 'oracle'} "
-                  f"{rl2['mean'] / reference:.3f} | tuned {tuned}", flush=True)
+
+def result_kind(config: Path) -> str:
+    from distmeta.config import resolve
+
+    return resolve(config).task
+
+
+def row(config: Path, result: dict, base: dict) -> str:
+    """A table row: mean total reward per test trial of every baseline, then RL^2 (+- 95% CI) and its ratio."""
+    tuned = base.pop("tuned", {})
+    cells = [f"{value:.2f}" for value in base.values()]
+    if tuned:  # epsilon-greedy and UCB1: their tuned setting beside the figure
+        names = list(base)
+        cells[names.index("epsilon_greedy")] += f" (eps {tuned['epsilon_greedy']})"
+        cells[names.index("ucb1")] += f" (c {tuned['ucb1']})"
+    reference = base.get("gittins", base.get("oracle"))
+    test = result["test"]
+    return (f"| {config.name} | {result['steps']} | {result['wall'] / 60:.1f} min | {' | '.join(cells)} | "
+            f"**{test['mean']:.2f} +- {test['ci95']:.2f}** | {test['mean'] / reference:.3f} |")
 
 
 if __name__ == "__main__":

@@ -12,34 +12,15 @@ mean +- 95% CI over 600 new sines, and the wall time of the whole command.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
+from runs import create_store, header, train
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(config: Path, workdir: Path) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        ["distmeta", "train", "--config", str(config), "--workers", "0", "--set", "threads=1", "--output", str(workdir / config.stem), "--json"],
-        capture_output=True, text=True, cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": store(workdir)},
-    )
-    if proc.returncode != 0:
-        sys.exit(f"{config}: {proc.stderr.strip().splitlines()[-1]}")
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - start}
-
-
-def store(workdir: Path) -> str:
-    return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def main() -> None:
@@ -47,15 +28,12 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", type=Path, default=sorted((ROOT / "configs").glob("sinusoid_*.yaml")))
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    print(f"# {' '.join(['python', *sys.argv])}")
-    print(f"# {platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, {args.jobs} jobs at once")
+    header(args.jobs)
     print("| config | algorithm | K | meta-steps | adaptation steps | held-out MSE (95% CI) | train + eval time |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        import mlflow
-
-        mlflow.MlflowClient(store(Path(tmp))).search_experiments()  # create the store once, not racing
-        for config, result in zip(args.configs, pool.map(lambda c: run(c, Path(tmp)), args.configs)):
+        create_store(Path(tmp))
+        for config, result in zip(args.configs, pool.map(lambda c: train(c, Path(tmp), c.stem), args.configs)):
             values = yaml.safe_load(config.read_text())
             test = result["test"]
             print(f"| {config.name} | {values.get('algorithm', 'maml')} | {values.get('shots', 10)} | {result['steps']} | "
