@@ -24,6 +24,7 @@ METRIC_BASED = ("protonet", "matchingnet")  # no inner loop: classify by distanc
 PARTICLE_BASED = ("bmaml", "emaml")  # the meta-parameters are a stack of model particles
 TASKS = ("sinusoid", "noisy_sinusoid", "fewshot", "random_episodes", "bandit", "tabular_mdp")
 REGRESSION = ("sinusoid", "noisy_sinusoid")
+CLASSIFICATION = ("fewshot", "random_episodes")
 REINFORCEMENT = ("bandit", "tabular_mdp")
 SPLITS = ("class", "group")
 EXECUTIONS = ("auto", "vmap", "loop")
@@ -202,7 +203,7 @@ def _check_combination(config: Config) -> None:
     few_shot_keys = [k for k in ("dataset", "test_dataset", "split_sizes", "rotations") if getattr(config, k)]
     if config.task != "fewshot" and few_shot_keys:
         raise ConfigError(f"{few_shot_keys[0]} is for task=fewshot; task is {config.task}")
-    if config.task not in ("fewshot", "random_episodes") and config.test_ways:
+    if config.task not in CLASSIFICATION and config.test_ways:
         raise ConfigError(f"test_ways is for classification tasks; a {config.task} task has no classes")
     if config.split_sizes and len(config.split_sizes) != 3:
         raise ConfigError(f"split_sizes must be three counts (train, val, test), got {config.split_sizes}")
@@ -213,7 +214,7 @@ def _check_combination(config: Config) -> None:
         raise ConfigError(f"{config.algorithm} is built for regression (sinusoid, noisy_sinusoid); task is {config.task}")
     if config.algorithm in METRIC_BASED and config.task in REGRESSION:
         raise ConfigError(f"{config.algorithm} classifies: it needs a classification task (fewshot or random_episodes)")
-    if config.algorithm not in METRIC_BASED and config.task in ("fewshot", "random_episodes") and config.test_ways not in (0, config.ways):
+    if config.algorithm not in METRIC_BASED and config.task in CLASSIFICATION and config.test_ways not in (0, config.ways):
         raise ConfigError(f"{config.algorithm} has a {config.ways}-way output layer, so test_ways must be {config.ways} "
                           f"(train a {config.test_ways}-way model for {config.test_ways}-way tests)")
     if config.workers > config.meta_batch_size:

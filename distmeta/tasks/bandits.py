@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from distmeta.tasks.base import batched
+from distmeta.tasks.base import batched, stack
 
 
 @batched
@@ -32,13 +32,12 @@ class Bandits:
     pulls: int = 10
 
     metric = "reward"  # total reward of a trial (higher is better)
-    states = 1  # nothing to observe but the previous action and reward
-    episodes_per_trial = property(lambda self: self.pulls)
-    horizon = 1  # steps per episode
+    input_shape = (1,)  # nothing to observe but the previous action and reward
+    horizon = 1  # a pull is an episode of one step
 
     @property
-    def input_shape(self) -> tuple:
-        return (self.states,)
+    def episodes_per_trial(self) -> int:
+        return self.pulls
 
     @property
     def actions(self) -> int:
@@ -49,7 +48,7 @@ class Bandits:
         return BanditTrial(torch.rand(self.arms, generator=gen), torch.rand(self.pulls, 2, generator=gen))
 
     def sample_batch(self, seeds: list[int]) -> BanditTrial:
-        return BanditTrial(*(torch.stack(parts) for parts in zip(*(self.sample(s) for s in seeds))))
+        return stack([self.sample(s) for s in seeds])
 
     # The environment, one trial (vmappable: no data-dependent Python control flow).
 

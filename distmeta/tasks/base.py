@@ -34,9 +34,9 @@ class Task(NamedTuple):
     query_y: torch.Tensor
 
 
-def stack(tasks: list[Task]) -> Task:
-    """Stack single tasks into a batch with a leading task dimension."""
-    return Task(*(torch.stack(parts) for parts in zip(*tasks)))
+def stack(tasks: list):
+    """Stack single tasks (any NamedTuple of tensors) into a batch with a leading task dimension."""
+    return type(tasks[0])(*(torch.stack(parts) for parts in zip(*tasks)))
 
 
 def task_seed(seed: int, split: int, step: int, index: int) -> int:

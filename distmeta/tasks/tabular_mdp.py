@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from distmeta.tasks.base import batched, draw
+from distmeta.tasks.base import batched, draw, stack
 
 
 @batched
@@ -56,7 +56,7 @@ class TabularMDPs:
         return MDPTrial(transitions, rewards, uniforms, noise)
 
     def sample_batch(self, seeds: list[int]) -> MDPTrial:
-        return MDPTrial(*(torch.stack(parts) for parts in zip(*(self.sample(s) for s in seeds))))
+        return stack([self.sample(s) for s in seeds])
 
     # The environment, one trial (vmappable).
 
