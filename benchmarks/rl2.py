@@ -7,7 +7,8 @@ Each config trains as `distmeta train --config FILE --workers 0 --json` (one
 intra-op thread per job) and is meta-tested on its `eval_episodes` test
 trials. The baselines play exactly those trials (the same arms, the same
 reward draws): random, greedy, epsilon-greedy, UCB1, Thompson sampling and
-the finite-horizon Gittins index for bandits; random, PSRL and the oracle
+the finite-horizon Gittins index for bandits; random, greedy (acting on the
+posterior-mean MDP), PSRL and the oracle
 (which knows the MDP) for tabular MDPs. As in the paper, epsilon-greedy's
 epsilon and UCB1's constant are tuned by grid search over {0, 0.1, ..., 1},
 here on the validation trials, never on the test trials they are reported on.
@@ -59,7 +60,7 @@ def main() -> None:
         for config, result in zip(args.configs, pool.map(lambda c: train(c, Path(tmp), c.stem), args.configs)):
             tables[result_kind(config)].append(row(config, result, baselines(config)))
     columns = {"bandit": ["random", "greedy", "epsilon-greedy", "UCB1", "Thompson", "Gittins", "RL^2", "RL^2 / Gittins"],
-               "tabular_mdp": ["random", "PSRL", "oracle (knows the MDP)", "RL^2", "RL^2 / oracle"]}
+               "tabular_mdp": ["random", "greedy", "PSRL", "oracle (knows the MDP)", "RL^2", "RL^2 / oracle"]}
     for kind, rows in tables.items():
         if rows:
             print(f"\n| config | meta-steps | train + eval | {' | '.join(columns[kind])} |")

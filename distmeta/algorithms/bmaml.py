@@ -71,7 +71,8 @@ def particles_predict(apply):
 
 
 def stein_step(predict, particles, x, y, lr: float, kernel: bool = True):
-    """One SVGD step of the particles on data (x, y); ``kernel=False`` is independent gradient ascent.
+    """One SVGD step of the particles on data (x, y); ``kernel=False`` is independent gradient ascent,
+    each particle a plain MAML step (SVGD's 1/M average over particles applies to the kernel step only).
 
     The log-likelihood is summed over the data (a posterior, not a mean); its
     gradient for every particle comes from one backward pass, as the
@@ -85,7 +86,7 @@ def stein_step(predict, particles, x, y, lr: float, kernel: bool = True):
     score = {k: -g for k, g in grad(negative_log_posterior)(particles).items()}  # grad log p(theta_m | D)
     count = particles[NOISE].shape[0]
     if not kernel:
-        return {k: v + lr * score[k] / count for k, v in particles.items()}
+        return {k: v + lr * score[k] for k, v in particles.items()}
     k_matrix, bandwidth = rbf_kernel(particles)
     total = k_matrix.sum(1)
     stepped = {}
@@ -96,8 +97,20 @@ def stein_step(predict, particles, x, y, lr: float, kernel: bool = True):
     return stepped
 
 
+def stein_adapt(predict, lr: float, default_steps: int, kernel: bool = True):
+    """``adapt``: ``steps`` SVGD steps of the particles on the support set (independent steps without the kernel)."""
+
+    def adapt(meta_params, support_x, support_y, steps=default_steps):
+        for _ in range(steps):
+            meta_params = stein_step(predict, meta_params, support_x, support_y, lr, kernel)
+        return meta_params
+
+    return adapt
+
+
 def rbf_kernel(particles) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, h): the RBF kernel matrix over all parameters of the particles, and its median-heuristic bandwidth."""
+    """(K, h): the RBF kernel matrix over all parameters of the particles, and its median-heuristic bandwidth
+    (torch's median: the lower of the two middle values for an even number of pairs)."""
     count = particles[NOISE].shape[0]
     flat = torch.cat([v.reshape(count, -1) for v in particles.values()], 1)
     squared = ((flat.unsqueeze(0) - flat.unsqueeze(1)) ** 2).sum(-1)
@@ -111,11 +124,7 @@ def bmaml(apply, tasks_spec, inner_lr: float, inner_steps: int, particles: int, 
           kernel: bool = True) -> Algorithm:
     """Bayesian MAML with ``particles`` particles; ``fresh(m)`` gives particle m's initial params."""
     predict = particles_predict(apply)
-
-    def adapt(meta_params, support_x, support_y, steps=inner_steps):
-        for _ in range(steps):
-            meta_params = stein_step(predict, meta_params, support_x, support_y, inner_lr, kernel)
-        return meta_params
+    adapt = stein_adapt(predict, inner_lr, inner_steps, kernel)
 
     def chaser_loss(meta_params, task):
         chaser = adapt(meta_params, task.support_x, task.support_y)

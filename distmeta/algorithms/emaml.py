@@ -1,7 +1,8 @@
 """Ensemble MAML: Bayesian MAML's ablation (Yoon et al., 2018, section 5).
 
-M particles, as in bmaml.py, but each adapts by itself: the same inner step
-without the kernel (no sharing of gradients, no repulsion), and the
+M particles, as in bmaml.py, but each adapts by itself: a plain gradient
+step on the same log-posterior, without the kernel (no sharing of
+gradients, no repulsion, no average over particles), and the
 meta-objective is MAML's: the query negative log-likelihood after adapting,
 averaged over particles, differentiated through the inner steps. With one
 particle it is MAML with a learned Gaussian noise, whose predictions have an
@@ -13,17 +14,13 @@ from __future__ import annotations
 import torch
 
 from distmeta.algorithms.base import Algorithm, grad, scored
-from distmeta.algorithms.bmaml import particles_init, particles_predict, stein_step
+from distmeta.algorithms.bmaml import particles_init, particles_predict, stein_adapt
 from distmeta.tasks.predictive import gaussian_nll
 
 
 def emaml(apply, tasks_spec, inner_lr: float, inner_steps: int, particles: int, fresh) -> Algorithm:
     predict = particles_predict(apply)
-
-    def adapt(meta_params, support_x, support_y, steps=inner_steps):
-        for _ in range(steps):
-            meta_params = stein_step(predict, meta_params, support_x, support_y, inner_lr, kernel=False)
-        return meta_params
+    adapt = stein_adapt(predict, inner_lr, inner_steps, kernel=False)
 
     def query_loss(meta_params, task):
         prediction = predict(adapt(meta_params, task.support_x, task.support_y), task.query_x)

@@ -25,7 +25,7 @@ from distmeta.tasks.bandits import BanditTrial
 from distmeta.tasks.tabular_mdp import MDPTrial
 
 BANDIT_BASELINES = ("random", "greedy", "epsilon_greedy", "ucb1", "thompson", "gittins")
-MDP_BASELINES = ("random", "psrl", "oracle")
+MDP_BASELINES = ("random", "greedy", "psrl", "oracle")
 
 
 # Shared helpers.
@@ -224,7 +224,7 @@ MDP_POLICIES = {"random": _mdp_random, "oracle": _oracle, "psrl": _psrl, "greedy
 
 
 def _inverse_cdf(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The index ``tabular_mdp.draw`` one-hots, for a batch: the count of cumulative probabilities below u."""
+    """The index ``tasks.base.draw`` one-hots, for a batch: the count of cumulative probabilities below u."""
     index = (torch.cumsum(probabilities, -1) < u[..., None]).sum(-1)
     return index.clamp(max=probabilities.shape[-1] - 1)
 

@@ -39,7 +39,8 @@ def moments(prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def metrics(prediction: torch.Tensor, y: torch.Tensor) -> dict:
-    """MSE of the mixture mean, its NLL, and how often y falls in mean +- 1.96 std (95% if calibrated)."""
+    """MSE of the mixture mean, its NLL, and how often y falls in mean +- 1.96 std: the mixture's 95%
+    interval under a Gaussian approximation (exact for one particle; wider for a multimodal mixture)."""
     mean, std = moments(prediction)
     return {"mse": torch.mean((mean - y) ** 2), "nll": mixture_nll(prediction, y),
             "coverage95": (torch.abs(y - mean) <= 1.96 * std).float().mean()}

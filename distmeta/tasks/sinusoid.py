@@ -36,18 +36,19 @@ class Sinusoid:
     input_shape = (1,)
     outputs = 1
 
-    def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # float64 U[0, 1] draws (amplitude, phase, x_1, ..., x_{K+Q}, frequency), then K+Q N(0, 1) noises;
-        # the first 2+K+Q are MAML's sinusoid alone, so adding frequency and noise did not change its tasks.
+    def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # float64 U[0, 1] draws (amplitude, phase, x_1, ..., x_{K+Q}) exactly as MAML's sinusoid; the frequency
+        # and the K+Q N(0, 1) noises come from a second stream, so the curve of a seed is the same for every K.
         gen = torch.Generator().manual_seed(seed)
-        points = self.shots + self.queries
-        u = torch.rand(3 + points, generator=gen, dtype=torch.float64)
-        return u, torch.randn(points, generator=gen, dtype=torch.float64)
+        u = torch.rand(2 + self.shots + self.queries, generator=gen, dtype=torch.float64)
+        extra = torch.Generator().manual_seed(seed ^ 0x5EED)
+        frequency = torch.rand((), generator=extra, dtype=torch.float64)
+        return u, frequency, torch.randn(self.shots + self.queries, generator=extra, dtype=torch.float64)
 
     def curve(self, seed: int) -> tuple[float, float, float]:
         """The (amplitude, phase, frequency) of task ``seed``."""
-        u, _ = self._draw(seed)
-        return (_lerp(self.amplitude, u[0]).item(), _lerp(self.phase, u[1]).item(), _lerp(self.frequency, u[-1]).item())
+        u, frequency, _ = self._draw(seed)
+        return (_lerp(self.amplitude, u[0]).item(), _lerp(self.phase, u[1]).item(), _lerp(self.frequency, frequency).item())
 
     def target(self, seed: int, x: torch.Tensor) -> torch.Tensor:
         """The noise-free curve of task ``seed`` at ``x``."""
@@ -56,9 +57,9 @@ class Sinusoid:
 
     def sample(self, seed: int) -> Task:
         """Task ``seed``: K support and Q query points of one sine."""
-        u, eps = self._draw(seed)
-        amplitude, phase, frequency = _lerp(self.amplitude, u[0]), _lerp(self.phase, u[1]), _lerp(self.frequency, u[-1])
-        x = _lerp(self.x_range, u[2:-1])
+        u, frequency, eps = self._draw(seed)
+        amplitude, phase, frequency = _lerp(self.amplitude, u[0]), _lerp(self.phase, u[1]), _lerp(self.frequency, frequency)
+        x = _lerp(self.x_range, u[2:])
         y = amplitude * torch.sin(frequency * x - phase) + self.noise * amplitude * eps
         x, y = x.float().unsqueeze(1), y.float().unsqueeze(1)
         return Task(x[: self.shots], y[: self.shots], x[self.shots :], y[self.shots :])

@@ -14,7 +14,7 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.config import REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
+from distmeta.config import CLASSIFICATION, REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate_all, sinusoid_fits, test_episode, trial_curves
@@ -187,7 +187,7 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     elif trainer.setup.tasks.metric == "accuracy":
         tracker.log_figure(plots.episode(*test_episode(trainer.setup, trainer.meta_params)), "test_episode.png")
     if trainer.config.task in REINFORCEMENT:
-        curves, measure = trial_curves(trainer.setup, trainer.meta_params)
+        curves, measure = trial_curves(trainer.setup, trainer.meta_params, trainer.config.eval_episodes)
         tracker.log_figure(plots.trial_curves(curves, measure), "trial_curves.png")
         tracker.log_metrics({f"baseline_{name}_{measure.split(' (')[0].split()[-1]}": float(curve[-1])
                              for name, curve in curves.items() if name != "RL^2"}, trainer.step)
@@ -215,7 +215,7 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
     tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         protocol = {"episodes": config.eval_episodes, "inner_steps": config.test_inner_steps}
-        if config.task not in REGRESSION:
+        if config.task in CLASSIFICATION:
             protocol.update(ways=config.test_ways or config.ways, shots=config.test_shots or config.shots,
                             queries=config.queries, dataset=config.test_dataset or config.dataset)
         tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
