@@ -12,7 +12,7 @@ with an RBF kernel k(a, b) = exp(-|a - b|^2 / h) whose bandwidth is the
 median heuristic, h = median pairwise |a - b|^2 / log M. The second term
 pushes particles apart; without it (``kernel=False``) the particles descend
 independently: ensemble MAML, the paper's ablation (see emaml.py). The
-meta-initialisation is the prior: as in MAML, no explicit prior term.
+meta-initialisation is the weights' prior: as in MAML, no explicit prior term.
 
 The meta-objective is the chaser loss: the chaser is the particles after n
 SVGD steps on the support set, the leader continues s more steps on support
@@ -120,11 +120,10 @@ def rbf_kernel(particles) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.exp(-squared / bandwidth), bandwidth
 
 
-def bmaml(apply, tasks_spec, inner_lr: float, inner_steps: int, particles: int, fresh, leader_steps: int = 1,
-          kernel: bool = True) -> Algorithm:
+def bmaml(apply, tasks_spec, inner_lr: float, inner_steps: int, particles: int, fresh, leader_steps: int = 1) -> Algorithm:
     """Bayesian MAML with ``particles`` particles; ``fresh(m)`` gives particle m's initial params."""
     predict = particles_predict(apply)
-    adapt = stein_adapt(predict, inner_lr, inner_steps, kernel)
+    adapt = stein_adapt(predict, inner_lr, inner_steps)
 
     def chaser_loss(meta_params, task):
         chaser = adapt(meta_params, task.support_x, task.support_y)

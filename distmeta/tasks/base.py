@@ -52,8 +52,14 @@ def task_seeds(seed: int, split: int, step: int, count: int) -> list[int]:
     return [task_seed(seed, split, step, i) for i in range(count)]
 
 
+def draw_index(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The index drawn from ``probabilities`` (last dim) with the uniform ``u`` (their other dims): inverse CDF,
+    so a pure function of ``u`` (environments draw every random number with the task) and vmappable."""
+    index = (torch.cumsum(probabilities, -1) < u.unsqueeze(-1)).sum(-1)
+    return index.clamp(max=probabilities.shape[-1] - 1)
+
+
 def draw(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One-hot draw from ``probabilities`` with the uniform ``u``: inverse CDF, so a pure function of
-    ``u`` (environments draw every random number with the task) and vmappable."""
-    index = (torch.cumsum(probabilities, -1) < u).sum(-1).clamp(max=probabilities.shape[-1] - 1)
-    return (torch.arange(probabilities.shape[-1], device=u.device) == index).to(probabilities.dtype)
+    """``draw_index`` as a one-hot vector."""
+    index = draw_index(probabilities, u)
+    return (torch.arange(probabilities.shape[-1], device=u.device) == index.unsqueeze(-1)).to(probabilities.dtype)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from distmeta.tasks.bandits import BanditTrial
+from distmeta.tasks.base import draw_index
 from distmeta.tasks.tabular_mdp import MDPTrial
 
 BANDIT_BASELINES = ("random", "greedy", "epsilon_greedy", "ucb1", "thompson", "gittins")
@@ -165,9 +166,14 @@ def play_bandit(policy: str, trials: BanditTrial, seed: int = 0, **options) -> t
     return chosen, rewards
 
 
+def pull_regret(trials: BanditTrial, arms: torch.Tensor) -> torch.Tensor:
+    """(B, pulls) expected reward each pull loses to pulling the best arm: max mean - the pulled arm's mean."""
+    return trials.means.max(-1, keepdim=True).values - trials.means.gather(-1, arms)
+
+
 def pseudo_regret(trials: BanditTrial, arms: torch.Tensor) -> torch.Tensor:
     """(B,) expected reward lost to always pulling the best arm: pulls * max mean - sum of pulled means."""
-    return trials.means.max(-1).values * arms.shape[-1] - trials.means.gather(-1, arms).sum(-1)
+    return pull_regret(trials, arms).sum(-1)
 
 
 # Tabular MDPs. A policy maps (trials, transition counts (B, S, A, S), reward sums (B, S, A), generator)
@@ -223,12 +229,6 @@ def _mdp_greedy(trials, counts, reward_sums, gen):
 MDP_POLICIES = {"random": _mdp_random, "oracle": _oracle, "psrl": _psrl, "greedy": _mdp_greedy}
 
 
-def _inverse_cdf(probabilities: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The index ``tasks.base.draw`` one-hots, for a batch: the count of cumulative probabilities below u."""
-    index = (torch.cumsum(probabilities, -1) < u[..., None]).sum(-1)
-    return index.clamp(max=probabilities.shape[-1] - 1)
-
-
 def rollout_mdp(policy: str, trials: MDPTrial, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Play a batch of MDP trials with a baseline: states, actions (long) and rewards, each (B, episodes, horizon)."""
     choose = MDP_POLICIES[policy]
@@ -245,11 +245,11 @@ def rollout_mdp(policy: str, trials: MDPTrial, seed: int = 0) -> tuple[torch.Ten
     rewards = torch.empty(batch, episodes, horizon, dtype=mean_rewards.dtype)
     for e in range(episodes):
         table = choose(trials, counts, reward_sums, gen)  # the policy only learns between episodes
-        state = _inverse_cdf(start, uniforms[:, e, 0, 2])
+        state = draw_index(start, uniforms[:, e, 0, 2])
         for t in range(horizon):
             action = table[rows, t, state]
             reward = mean_rewards[rows, state, action] + noise[:, e, t]
-            following = _inverse_cdf(transitions[rows, state, action], uniforms[:, e, t, 1])
+            following = draw_index(transitions[rows, state, action], uniforms[:, e, t, 1])
             counts[rows, state, action, following] += 1
             reward_sums[rows, state, action] += reward.double()
             visited[:, e, t], taken[:, e, t], rewards[:, e, t] = state, action, reward

@@ -39,14 +39,13 @@ def sinusoid_fits(fits: list[dict], steps: int):
     return fig
 
 
-def trial_curves(curves: dict, measure: str):
-    """RL^2 against the baselines on the same held-out trials: one mean curve each."""
+def trial_curves(curves: dict, quantity: str, unit: str):
+    """RL^2 against the baselines on the same held-out trials: one mean cumulative ``quantity`` curve each."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), curve, lw=2.5 if name == "RL^2" else 1.2, label=name)
-    quantity, unit = measure.rsplit(" (", 1)
-    ax.set_xlabel(unit.rstrip(")"))
-    ax.set_ylabel(f"mean {quantity}")
+    ax.set_xlabel(unit)
+    ax.set_ylabel(f"mean cumulative {quantity}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -108,9 +108,9 @@ def _point_and_spread(prediction: torch.Tensor):
     return prediction.squeeze(1).numpy(), None
 
 
-def trial_curves(setup, meta_params, trials: int = 500) -> tuple[dict, str]:
-    """Per-step curves of RL^2 and every baseline on the same held-out trials, and what they measure:
-    cumulative pseudo-regret per pull for bandits, cumulative reward per episode for tabular MDPs."""
+def trial_curves(setup, meta_params, trials: int = 500) -> tuple[dict, str, str]:
+    """Per-step curves of RL^2 and every baseline on the same held-out trials, what they accumulate and over
+    what: pseudo-regret over pulls for bandits, reward over episodes for tabular MDPs."""
     from distmeta.algorithms.rl2 import rollout
     from distmeta.tasks import baselines
 
@@ -119,10 +119,9 @@ def trial_curves(setup, meta_params, trials: int = 500) -> tuple[dict, str]:
     with torch.no_grad():
         played = vmap(lambda trial: rollout(setup.apply, env, meta_params, trial), randomness="same")(batch)
     if setup.config.task == "bandit":
-        regret = lambda arms: (batch.means.max(-1, keepdim=True).values - batch.means.gather(1, arms)).cumsum(1)
-        curves = {"RL^2": regret(played.actions.argmax(-1))}
-        curves.update({name: regret(baselines.play_bandit(name, batch)[0]) for name in baselines.BANDIT_BASELINES})
-        return {k: v.mean(0).numpy() for k, v in curves.items()}, "cumulative regret (pulls)"
+        arms = {"RL^2": played.actions.argmax(-1)}
+        arms.update({name: baselines.play_bandit(name, batch)[0] for name in baselines.BANDIT_BASELINES})
+        return {k: baselines.pull_regret(batch, v).cumsum(1).mean(0).numpy() for k, v in arms.items()}, "regret", "pulls"
     per_episode = played.rewards.reshape(trials, env.episodes, env.horizon).sum(-1)
     curves = {"RL^2": per_episode, **{name: baselines.play_mdp(name, batch).sum(-1) for name in baselines.MDP_BASELINES}}
-    return {k: v.cumsum(1).mean(0).numpy() for k, v in curves.items()}, "cumulative reward (episodes)"
+    return {k: v.cumsum(1).mean(0).numpy() for k, v in curves.items()}, "reward", "episodes"

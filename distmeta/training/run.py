@@ -187,9 +187,9 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     elif trainer.setup.tasks.metric == "accuracy":
         tracker.log_figure(plots.episode(*test_episode(trainer.setup, trainer.meta_params)), "test_episode.png")
     if trainer.config.task in REINFORCEMENT:
-        curves, measure = trial_curves(trainer.setup, trainer.meta_params, trainer.config.eval_episodes)
-        tracker.log_figure(plots.trial_curves(curves, measure), "trial_curves.png")
-        tracker.log_metrics({f"baseline_{name}_{measure.split(' (')[0].split()[-1]}": float(curve[-1])
+        curves, quantity, unit = trial_curves(trainer.setup, trainer.meta_params, trainer.config.eval_episodes)
+        tracker.log_figure(plots.trial_curves(curves, quantity, unit), "trial_curves.png")
+        tracker.log_metrics({f"baseline_{name}_{quantity}": float(curve[-1])
                              for name, curve in curves.items() if name != "RL^2"}, trainer.step)
         tracker.log_artifacts(checkpoint, "meta_model_checkpoint")  # a policy plays tasks: no pyfunc to serve
         return
