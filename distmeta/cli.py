@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError
@@ -45,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
         ray_options.add_argument(flag, type=kind, help=text)
     ray_options.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS, else a local cluster)")
     _common(train)
+
+    tune = commands.add_parser("tune", help="search meta-hyperparameters with Ray Tune (see tune_configs/)",
+                               description="Every trial is a real meta-training run; the best config is written as "
+                                           "YAML for `distmeta train --config` and its meta-model registered in MLflow.")
+    tune.add_argument("spec", nargs="?", type=Path, help="tuning YAML (see tune_configs/); not needed with --resume")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one key of the base training config; repeatable")
+    tune.add_argument("--samples", type=int, help="trials to sample (default: the spec's samples)")
+    tune.add_argument("--output", help="folder for Tune's state, the trials and best.yaml (default: runs/tune-NAME-TIME)")
+    tune.add_argument("--resume", action="store_true", help="continue the tuning run in --output")
+    tune.add_argument("--name", help="registered model name for the best meta-model (default: tune-NAME)")
+    tune.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS, else a local cluster)")
+    _common(tune)
 
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
     evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
@@ -103,13 +117,17 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"train": _train, "evaluate": _evaluate, "generate": _generate, "data": _data}[args.command](args)
+        commands = {"train": _train, "tune": _tune, "evaluate": _evaluate, "generate": _generate, "data": _data}
+        return commands[args.command](args)
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as err:  # e.g. no Ray cluster at --address
         print(f"distmeta: error: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
         return EXIT_USAGE
+    except TimeoutError as err:  # workers that stopped answering
+        print(f"distmeta: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)
         return 130
@@ -138,6 +156,32 @@ def _train(args) -> int:
           f"(95% CI, {test['episodes']} tasks); {result['steps']} steps in {result['seconds']:.0f} s, "
           f"{result['tasks_per_second']:.0f} tasks/s")
     print(f"checkpoint: {result['checkpoint']}  MLflow run: {result['run_id']}")
+    if args.json:
+        print(_json(result))
+    return 0
+
+
+def _tune(args) -> int:
+    if args.resume and args.output is None:
+        raise ConfigError("--resume needs --output DIR (the folder of the tuning run to continue)")
+    if not args.resume and args.spec is None:
+        raise ConfigError("give a tuning config (see tune_configs/), or --resume --output DIR")
+    _at_least(args, samples=1)
+    from distmeta.tuning import load_spec
+
+    spec = None if args.resume else load_spec(args.spec, args.overrides, args.samples)
+    output = args.output or os.path.join("runs", f"tune-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _ray_token_auth(args.address)
+    from distmeta.tuning.tuner import tune_run
+
+    result = tune_run(spec, output, args.resume, args.address, args.tracking_uri, args.name, progress=not args.json)
+    print(f"\ntop {len(result['top'])} of {result['trials']} trials ({result['stopped_early']} stopped early), "
+          f"{result['seconds']:.0f} s:")
+    print(result["table"])
+    print(f"best {result['metric']} {result['value']:.4f}: {result['best_config']}")
+    print(f"best config: {result['best_config_file']}  (distmeta train --config {result['best_config_file']})")
+    print(f"MLflow run: {result['parent_run_id']}  best trial's run: {result['best_run_id']}"
+          + (f"  registered: models:/{result['registered_model']}/{result['version']}" if result["version"] else ""))
     if args.json:
         print(_json(result))
     return 0

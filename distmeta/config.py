@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,7 @@ class Config:
     mode: str = _key("sync", "sync: every step waits for all tasks; async: apply shards as they arrive", choices=MODES)
     max_staleness: int = _key(2, "async: recompute a gradient more than this many versions old", min=0)
     worker_reduce: bool = _key(False, "workers send the sum and count of their tasks, not per-task gradients")
+    step_timeout: float = _key(900.0, "seconds a meta-step waits for its workers before the run fails (0: no limit)", min=0)
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)
     threads: int = _key(0, "torch intra-op threads (0: torch's default)", min=0)
@@ -127,15 +129,19 @@ def describe() -> str:
 
 def resolve(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
-    values: dict = {}
-    if path is not None:
-        values.update(_read_yaml(Path(path)))
+    values = read_yaml(Path(path)) if path is not None else {}
+    return from_dict({**values, **parse_overrides(overrides)})
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> dict:
+    """``["key=value", ...]`` as a dict, each value read as YAML."""
+    values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    return from_dict(values)
+    return values
 
 
 def from_dict(values: dict) -> Config:
@@ -151,7 +157,7 @@ def from_dict(values: dict) -> Config:
     return config
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -171,8 +177,22 @@ def _base_type(f):
     return {"int": int, "float": float, "str": str, "list": list, "bool": bool}[str(f.type)]
 
 
+def _plain(value):
+    """Python scalars for numpy ones (what Tune's searchers return), inside lists too."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
 def _check(f, value):
     kind = _base_type(f)
+    value = _plain(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is list and isinstance(value, int) and not isinstance(value, bool):

@@ -6,6 +6,7 @@ import os
 import signal
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from distmeta.config import ConfigError
 from distmeta.distributed.server import ParameterServer
@@ -28,15 +29,27 @@ MAX_RESTARTS = 10  # per worker: enough for node losses, not a crash loop foreve
 
 
 def start_server(config, spec, flat, optimizer_state, step):
-    """The parameter server, pinned to the driver's node (which the driver needs alive anyway); it takes no CPU."""
-    node = ray.get_runtime_context().get_node_id()
-    placement = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node, soft=False)
+    """The parameter server; it takes no CPU. Inside a Tune trial it joins the trial driver's bundle (0) of
+    the trial's placement group, else it is pinned to the driver's node (which the driver needs alive anyway)."""
+    placement = trial_bundle(0)
+    if placement is None:
+        node = ray.get_runtime_context().get_node_id()
+        placement = NodeAffinitySchedulingStrategy(node, soft=False)
     actor = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=placement)
     return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
 
 
 def start_workers(config, count: int, dataset=None):
-    """``count`` MetaWorkers spread across nodes; a dead one restarts and Ray re-runs its calls.
+    """``count`` MetaWorkers (see ``start_worker``)."""
+    return [start_worker(config, index, dataset) for index in range(count)]
+
+
+def start_worker(config, index: int, dataset=None):
+    """MetaWorker ``index``: a dead one restarts and Ray re-runs its calls.
+
+    Workers spread across nodes; inside a Tune trial worker ``index`` takes
+    bundle ``1 + index`` of the trial's placement group instead, so that
+    concurrent trials never share CPUs or GPUs.
 
     ``dataset`` is an object reference to the few-shot images (``ray.put``
     once by the driver): each node fetches it once into its object store, and
@@ -47,9 +60,19 @@ def start_workers(config, count: int, dataset=None):
     """
     actor = ray.remote(concurrency_groups={"control": 1})(MetaWorker).options(
         num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=-1,
-        scheduling_strategy="SPREAD",
+        scheduling_strategy=trial_bundle(1 + index) or "SPREAD",
     )
-    return [actor.remote(config.to_dict(), dataset) for _ in range(count)]
+    return actor.remote(config.to_dict(), dataset)
+
+
+def trial_bundle(index: int):
+    """Bundle ``index`` of the placement group this process runs in (a Tune trial's), or None outside one.
+
+    An actor with a scheduling strategy of its own would leave the group, so
+    the trial's actors name their bundle explicitly.
+    """
+    group = ray.util.get_current_placement_group()
+    return None if group is None else PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
 
 
 def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int, at_once: int) -> list:

@@ -3,6 +3,6 @@
 ``mlflow`` is imported here and nowhere below this layer.
 """
 
-from distmeta.tracking.runs import Tracker, tracked_run, use_store
+from distmeta.tracking.runs import Tracker, child_runs, current_store, end_run, tracked_run, trial_run, use_store
 
-__all__ = ["Tracker", "tracked_run", "use_store"]
+__all__ = ["Tracker", "child_runs", "current_store", "end_run", "tracked_run", "trial_run", "use_store"]

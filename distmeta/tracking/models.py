@@ -157,3 +157,18 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
         pafs.copy_files(path, f"{local}/checkpoint", source_filesystem=fs)  # a whole checkpoint: load_checkpoint reads it
         example = torch.linspace(-5, 5, 5).unsqueeze(1) if config.task in REGRESSION else torch.rand(2, *checkpoint.input_shape)
         return log_model(Path(local) / "model", name, input_example(example), checkpoint=f"{local}/checkpoint")
+
+
+def register_meta_model(checkpoint_location: str, registered_name: str, tags: dict) -> dict:
+    """Log a checkpoint as the active run's meta-model and register it as a new version of ``registered_name``.
+
+    RL^2 policies have no servable model: their checkpoint is logged as files and nothing is registered.
+    """
+    from distmeta.checkpoint import load_checkpoint
+
+    if load_checkpoint(checkpoint_location).config.algorithm == "rl2":
+        mlflow.log_artifacts(checkpoint_location, "meta_model_checkpoint")
+        return {"model_uri": None, "registered_model": None, "version": None}
+    info = log_meta_model(checkpoint_location)
+    version = mlflow.register_model(info.model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})
+    return {"model_uri": info.model_uri, "registered_model": registered_name, "version": str(version.version)}

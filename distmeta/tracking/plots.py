@@ -77,3 +77,24 @@ def _show(ax, image, title: str, color: str) -> None:
     channels_last = image.permute(1, 2, 0).numpy()
     ax.imshow(channels_last.squeeze(-1) if channels_last.shape[-1] == 1 else channels_last, cmap="gray")
     ax.set_title(title, fontsize=7, color=color)
+
+
+def tuning(rows: list[dict], keys: list[str], metric: str, log_keys: list[str]):
+    """The tuning metric against each searched hyperparameter, one point per trial (hollow: stopped early)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False, sharey=True)
+    scored = [r for r in rows if r["value"] is not None]
+    for ax, key in zip(axes[0], keys):
+        for early, style in ((False, {}), (True, {"facecolors": "none"})):
+            chosen = [r for r in scored if r["stopped_early"] == early and not isinstance(r["config"].get(key), list)]
+            ax.scatter([r["config"].get(key) for r in chosen], [r["value"] for r in chosen], edgecolors="C0",
+                       label="stopped early" if early else "ran to the end", **style)
+        if key in log_keys:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} (last reported)")
+    if metric.endswith("mse"):
+        axes[0][0].set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

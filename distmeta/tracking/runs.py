@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from distmeta.config import ConfigError
 
@@ -46,6 +48,9 @@ class Tracker:
     def log_figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
+    def log_artifact(self, local_path: str) -> None:
+        self.client.log_artifact(self.run_id, local_path)
+
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, local_dir, artifact_path)
 
@@ -63,6 +68,15 @@ def use_store(experiment: str, tracking_uri: str | None = None) -> None:
     except Exception as err:  # MlflowException, connection and filesystem errors alike
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"MLflow tracking store {mlflow.get_tracking_uri()}: {detail}") from None
+
+
+def current_store() -> str:
+    """The tracking URI in force, a relative sqlite or file path made absolute (Tune trials run in other folders)."""
+    uri = mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + os.path.abspath(uri[len(prefix):])
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 @contextlib.contextmanager
@@ -92,3 +106,44 @@ def _exists(run_id: str) -> bool:
     except Exception:
         return False
 
+
+
+TRIAL_TAG = "distmeta.tune_trial"
+
+
+@contextlib.contextmanager
+def trial_run(config, parent_run_id: str, trial_id: str, tracking_uri: str, values: dict, checkpoint=None):
+    """A tuning trial's run, nested under the tuning job's; reopened when Tune restarts the trial.
+
+    A trial that PBT restarts from another trial's checkpoint keeps logging
+    into its own run, tagged with where it continued from; the searched
+    values are logged as ``hp_<key>`` metrics at the step they took effect.
+    """
+    use_store(config.experiment, tracking_uri)
+    existing = [r.info.run_id for r in child_runs(parent_run_id) if r.data.tags.get(TRIAL_TAG) == trial_id]
+    tags = {MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_TAG: trial_id,
+            "distmeta.algorithm": config.algorithm, "distmeta.task": config.task}
+    with tracked_run(config.experiment, trial_id, tracking_uri, existing[0] if existing else None, tags) as tracker:
+        if not tracker.resumed:
+            tracker.log_params(config.to_dict())
+        if checkpoint is not None and checkpoint.run_id != tracker.run_id:
+            tracker.set_tags({"distmeta.continued_from_run": checkpoint.run_id, "distmeta.continued_at_step": checkpoint.step})
+        numbers = {f"hp_{k}": v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracker.log_metrics(numbers, checkpoint.step if checkpoint else 0)
+        yield tracker
+
+
+def child_runs(parent_run_id: str) -> list:
+    """The runs nested under ``parent_run_id``."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                              max_results=50000)
+
+
+def end_run(run_id: str, status: str, tags: dict | None = None) -> None:
+    """Close a run another process left open (a trial Tune stopped or lost), with ``tags`` saying how it ended."""
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
+    client.set_terminated(run_id, status)

@@ -24,7 +24,7 @@ import torch
 
 from distmeta.checkpoint import Checkpoint
 from distmeta.config import Config
-from distmeta.distributed import check_resources, connect, start_server, start_workers, where
+from distmeta.distributed import check_resources, connect, start_server, start_worker, start_workers, where
 from distmeta.optim import unflatten
 from distmeta.setup import build
 from distmeta.tasks import load_training_data
@@ -32,15 +32,18 @@ from distmeta.training.trainer import MetaTrainer, step_summary
 
 
 class DistributedTrainer:
-    def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None):
+    """``dataset``: an object reference to the few-shot images already in the object store (a Tune driver
+    shares one among its trials); by default the trainer puts its own there."""
+
+    def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None, dataset=None):
         self.config = config
         self.dashboard = connect(address)
         check_resources(config)
-        data = load_training_data(config)
-        self.dataset = None if data is None else ray.put(data)  # into the object store once, for every worker
+        if dataset is None and config.task == "fewshot":
+            dataset = ray.put(load_training_data(config))  # into the object store once, for every worker
+        self.dataset = dataset
         # the driver reads that copy too, not its own
-        self.setup = build(config, dataset=None if data is None else ray.get(self.dataset))
-        del data
+        self.setup = build(config, dataset=None if dataset is None else ray.get(dataset))
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
@@ -66,9 +69,9 @@ class DistributedTrainer:
             calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard)
                      for w, shard in zip(self.workers, shards)]
             try:
-                infos = ray.get([info for info, _ in calls])
+                infos = self._get([info for info, _ in calls])
                 weights, stats = self.server.apply.options(num_returns=2).remote(*[grads for _, grads in calls])
-                stats = ray.get(stats)
+                stats = self._get(stats)
                 break
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
                 # A worker (or its node) is gone for good, or took gradients with it
@@ -85,7 +88,10 @@ class DistributedTrainer:
             for index in range(len(self.workers)):
                 self._submit(index)
         while True:
-            [ready], _ = ray.wait(list(self.inflight), num_returns=1)
+            ready = ray.wait(list(self.inflight), num_returns=1, timeout=self.config.step_timeout or None)[0]
+            if not ready:
+                raise self._timeout()
+            [ready] = ready
             index, grads, chunk = self.inflight.pop(ready)
             try:
                 info = ray.get(ready)
@@ -100,11 +106,22 @@ class DistributedTrainer:
         self.weights, stats = self.server.apply.options(num_returns=2).remote(grads, based_on=info["version"])
         self.version += 1
         self._submit(index)
-        stats = ray.get(stats)
+        stats = self._get(stats)
         self.step = stats["step"]
         summary = self._summary([info], stats, time.perf_counter() - start)
         summary.update(staleness=stats["staleness"], recomputed=self.recomputed)
         return summary
+
+    def _get(self, refs):
+        """``ray.get`` bounded by ``step_timeout``: a step never hangs forever (in a Tune trial least of all)."""
+        try:
+            return ray.get(refs, timeout=self.config.step_timeout or None)
+        except ray.exceptions.GetTimeoutError:
+            raise self._timeout() from None
+
+    def _timeout(self) -> TimeoutError:
+        return TimeoutError(f"meta-step {self.step + 1}: the workers did not answer within "
+                            f"step_timeout={self.config.step_timeout:g} s")
 
     def _replace_dead_workers(self) -> None:
         """Swap workers that Ray could not restart (e.g. their node left) for new ones."""
@@ -113,7 +130,7 @@ class DistributedTrainer:
                 where(worker, timeout=120)  # waits out a restart in progress
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.kill(worker, no_restart=True)
-                self.workers[i] = start_workers(self.config, 1, self.dataset)[0]
+                self.workers[i] = start_worker(self.config, i, self.dataset)
 
     def _submit(self, index: int, chunk: int | None = None) -> None:
         """Async: worker ``index`` computes ``chunk`` (default: the next new one) at the newest weights."""

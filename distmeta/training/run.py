@@ -22,7 +22,8 @@ from distmeta.optim import unflatten
 from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
-RESUMABLE = {"steps", "minutes", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every"}
+RESUMABLE = {"steps", "minutes", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every",
+             "step_timeout"}
 
 
 def default_output(config: Config) -> str:
@@ -93,13 +94,13 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
         if not tracker.resumed:
             tracker.log_params(config.to_dict())
         started = time.perf_counter()
-        stats = _fit(trainer, output, tracker, progress)
-        validation = _validate(trainer, tracker)
+        stats = fit(trainer, output, tracker, progress)
         summaries = trainer.evaluate_all(TEST, config.eval_episodes)
         test = summaries[trainer.setup.tasks.metric]
         tracker.log_metrics(_test_metrics(summaries), trainer.step)
         final = trainer.save(output, tracker.run_id)
         _log_artifacts(trainer, tracker, final)
+        validation = stats["validation"] and stats["validation"][trainer.setup.tasks.metric]
         return {
             "run_id": tracker.run_id,
             "output": output,
@@ -124,7 +125,14 @@ def _absolute(location) -> str:
     return location if "://" in location else os.path.abspath(location)
 
 
-def _fit(trainer, output: str, tracker, progress: bool) -> dict:
+def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> dict:
+    """Meta-train to ``steps`` (or the time budget), validating every ``val_every`` steps and at the end.
+
+    The loop both ``distmeta train`` and a Tune trial run. With ``report``,
+    every validation also saves a checkpoint and calls
+    ``report(step, validation, checkpoint)`` (``validation``: every metric's
+    Summary). Returns the tasks and seconds trained and the last validation.
+    """
     config = trainer.config
     stats = {"tasks": 0, "seconds": 0.0}
     window: dict[str, list] = {}
@@ -147,22 +155,24 @@ def _fit(trainer, output: str, tracker, progress: bool) -> dict:
                 bar.set_postfix(_postfix(means), refresh=False)
                 window.clear()
             if config.val_every and step % config.val_every == 0 and not last:
-                _validate(trainer, tracker)
+                _validate(trainer, output, tracker, report)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 trainer.save(output, tracker.run_id)
             bar.update(1)
             if last:  # the step budget or the time budget is spent
                 break
-    return stats
+    return {**stats, "validation": _validate(trainer, output, tracker, report)}
 
 
-def _validate(trainer, tracker):
-    """Validate and log it; None when the run has no validation classes."""
+def _validate(trainer, output: str, tracker, report=None) -> dict | None:
+    """Validate on every metric and log them; None when the run has no validation classes."""
     if trainer.setup.tasks_for(VALIDATION) is None:
         return None
-    summary = trainer.evaluate(VALIDATION, trainer.config.val_tasks)
-    tracker.log_metrics({f"val_{summary.metric}": summary.mean}, trainer.step)
-    return summary
+    summaries = trainer.evaluate_all(VALIDATION, trainer.config.val_tasks)
+    tracker.log_metrics({f"val_{name}": s.mean for name, s in summaries.items()}, trainer.step)
+    if report is not None:
+        report(trainer.step, summaries, trainer.save(output, tracker.run_id))
+    return summaries
 
 
 def _postfix(means: dict) -> dict:

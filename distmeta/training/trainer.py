@@ -24,9 +24,11 @@ from distmeta.training.evaluation import Summary, evaluate_all
 
 
 class MetaTrainer:
-    def __init__(self, config: Config, checkpoint: Checkpoint | None = None):
+    """``dataset``: the few-shot images already in memory (else read from the config's file)."""
+
+    def __init__(self, config: Config, checkpoint: Checkpoint | None = None, dataset=None):
         self.config = config
-        self.setup = build(config)
+        self.setup = build(config, dataset=dataset)
         self.optimizer = outer_optimizer(config)
         self.spec = self.setup.spec
         self.flat, self.opt_state, self.step = self.setup.initial_state(checkpoint)
