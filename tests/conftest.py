@@ -24,7 +24,13 @@ def tiny():
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
     """One sqlite MLflow store for the whole session (creating one costs seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # the experiment's artifacts in the temporary folder too, not ./mlruns of wherever pytest runs
+    mlflow.MlflowClient(uri).create_experiment("distmeta", artifact_location=str(folder / "artifacts"))
+    return uri
 
 
 def glyph_images(classes: int = 40, per_class: int = 12, size: int = 28, seed: int = 0):

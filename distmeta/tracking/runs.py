@@ -81,7 +81,7 @@ def current_store() -> str:
 
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str, tracking_uri: str | None = None, resume_run_id: str | None = None, tags=None):
-    """Start (or reopen) a run; end it FINISHED, KILLED on interrupt, FAILED on error."""
+    """Start (or reopen) a run; end it FINISHED (also on a clean exit), KILLED on interrupt, FAILED on error."""
     use_store(experiment, tracking_uri)
     run_id = resume_run_id if resume_run_id and _exists(resume_run_id) else None
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags, log_system_metrics=False)
@@ -92,6 +92,9 @@ def tracked_run(experiment: str, run_name: str, tracking_uri: str | None = None,
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except SystemExit as exit:  # a clean exit, e.g. Tune ending a trial from inside tune.report
+        status = "FINISHED" if exit.code in (0, None) else "FAILED"
         raise
     finally:
         with contextlib.suppress(Exception):
@@ -142,8 +145,9 @@ def child_runs(parent_run_id: str) -> list:
 
 
 def end_run(run_id: str, status: str, tags: dict | None = None) -> None:
-    """Close a run another process left open (a trial Tune stopped or lost), with ``tags`` saying how it ended."""
+    """Tag how a run ended and, if another process left it open (a trial Tune stopped or lost), close it."""
     client = MlflowClient()
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, str(value))
-    client.set_terminated(run_id, status)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)

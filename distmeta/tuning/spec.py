@@ -223,9 +223,8 @@ def _scheduler(path: Path, value, space: dict, config: Config) -> tuple[str, dic
     else:
         options.setdefault("perturbation_interval", config.val_every)
         options.setdefault("mutations", [k for k in LEARNING_RATES if k in space])
-        bad = [k for k in options["mutations"] if k not in space or space[k].kind == "grid"]
-        if bad or not options["mutations"]:
-            raise ConfigError(f"{path}: pbt mutates keys of the space (not grids); mutations: {options['mutations']}")
+        if not options["mutations"] or any(k not in space for k in options["mutations"]):
+            raise ConfigError(f"{path}: pbt mutates keys of the space; mutations: {options['mutations']}")
         if options["perturbation_interval"] % config.val_every:
             raise ConfigError(f"{path}: pbt's perturbation_interval must be a multiple of val_every ({config.val_every})")
     return name, options

@@ -56,7 +56,7 @@ def tune_run(spec: TuneSpec | None, output: str, resume: bool = False, address: 
             tracker.log_params(_spec_params(spec))
         _save_state(output, spec, tracker.run_id)
         dataset = (ray.put(data),) if data is not None else None  # one copy in the object store for every trial
-        context = TrialContext(spec.base, tracker.run_id, store, os.path.join(output, "trials"))
+        context = TrialContext(spec.base, spec.metric, spec.mode, tracker.run_id, store, os.path.join(output, "trials"))
         trainable = tune.with_resources(tune.with_parameters(run_trial, context=context, dataset=dataset),
                                         lambda values: trial_resources(spec.trial_config(values)))
         if resume:
@@ -172,7 +172,9 @@ def _scheduler(spec: TuneSpec):
     if spec.scheduler == "asha":
         return ASHAScheduler(time_attr="step", max_t=spec.base["steps"], **options)
     if spec.scheduler == "pbt":
-        mutations = {key: _sampler(spec.space[key]) for key in options.pop("mutations")}
+        # a list mutates to a neighbouring value, a distribution is resampled or scaled by 0.8 or 1.2
+        mutations = {key: spec.space[key].values if spec.space[key].kind in ("grid", "choice") else _sampler(spec.space[key])
+                     for key in options.pop("mutations")}
         return PopulationBasedTraining(time_attr="step", hyperparam_mutations=mutations, **options)
     return None  # fifo
 
@@ -180,7 +182,8 @@ def _scheduler(spec: TuneSpec):
 def _run_config(spec: TuneSpec, output: str, progress: bool) -> tune.RunConfig:
     return tune.RunConfig(name=EXPERIMENT, storage_path=output, verbose=1 if progress else 0,
                           callbacks=[CloseTrialRuns(spec.base["steps"])],
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+                          # PBT clones other trials' recent checkpoints: it keeps them all (they are small)
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler == "pbt" else 2))
 
 
 class CloseTrialRuns(tune.Callback):
@@ -224,7 +227,7 @@ def _close_trials(spec: TuneSpec, parent_run_id: str, results, interrupted: bool
     for run in child_runs(parent_run_id):
         if run.info.status == "RUNNING":
             row = endings.get(run.info.run_id)
-            if interrupted or row is None:
+            if interrupted or row is None:  # not done, or died before it reported
                 end_run(run.info.run_id, "KILLED" if interrupted else "FAILED")
             else:
                 end_run(run.info.run_id, row["status"], {"distmeta.stopped_early": row["stopped_early"]})
@@ -243,7 +246,8 @@ def _finish(spec: TuneSpec, output: str, tracker, rows: list[dict], name: str | 
     best_config = spec.trial_config(best["config"])
     best_file = Path(output, "best.yaml")
     best_file.write_text(yaml.safe_dump(best_config.to_dict(), sort_keys=False))
-    table = trial_table(spec, ranked + [r for r in rows if r not in ranked])
+    ordered = ranked + [r for r in rows if r not in ranked]
+    table = trial_table(spec, ordered)
     Path(output, "trials.md").write_text(table + "\n")
     tracker.log_metrics({f"best_{spec.metric}": best["value"], "trials": len(rows),
                          "stopped_early": sum(r["stopped_early"] for r in rows)}, best["step"])
@@ -258,7 +262,7 @@ def _finish(spec: TuneSpec, output: str, tracker, rows: list[dict], name: str | 
             "value": best["value"], "best_trial": best["trial"], "best_run_id": best["run_id"],
             "parent_run_id": tracker.run_id, "best_config_file": str(best_file), "trials": len(rows),
             "stopped_early": sum(r["stopped_early"] for r in rows), "seconds": round(seconds, 1),
-            "top": table_rows(spec, ranked[: spec.top]), "table": trial_table(spec, ranked[: spec.top]), **model}
+            "top": table_rows(spec, ordered[: spec.top]), "table": trial_table(spec, ordered[: spec.top]), **model}
 
 
 def _finite(value) -> bool:
