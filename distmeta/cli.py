@@ -175,8 +175,7 @@ def _tune(args) -> int:
     from distmeta.tuning.tuner import tune_run
 
     result = tune_run(spec, output, args.resume, args.address, args.tracking_uri, args.name, progress=not args.json)
-    print(f"\ntop {len(result['top'])} of {result['trials']} trials ({result['stopped_early']} stopped early), "
-          f"{result['seconds']:.0f} s:")
+    print(f"\n{result['trials']} trials ({result['stopped_early']} stopped early) in {result['seconds']:.0f} s; the best:")
     print(result["table"])
     print(f"best {result['metric']} {result['value']:.4f}: {result['best_config']}")
     print(f"best config: {result['best_config_file']}  (distmeta train --config {result['best_config_file']})")

@@ -21,6 +21,19 @@ def test_ints_are_accepted_for_floats():
     assert from_dict({"inner_lr": 1}).inner_lr == 1.0
 
 
+def test_numpy_scalars_from_searchers_become_plain_values():
+    import numpy as np
+    import yaml
+
+    config = from_dict({"inner_lr": np.float64(0.05), "inner_steps": np.int64(3), "hidden": [np.int64(8)],
+                        "outer_lr": np.float32(0.5), "worker_reduce": True})
+    assert (config.inner_lr, config.inner_steps, config.hidden) == (0.05, 3, [8])
+    assert type(config.inner_lr) is float and type(config.inner_steps) is int and type(config.hidden[0]) is int
+    assert yaml.safe_load(yaml.safe_dump(config.to_dict())) == config.to_dict()  # a best config writes as plain YAML
+    with pytest.raises(ConfigError, match="inner_steps must be >= 1"):
+        from_dict({"inner_steps": np.int64(0)})
+
+
 @pytest.mark.parametrize("values, message", [
     ({"stepz": 3}, "unknown config key 'stepz' (did you mean 'steps'?)"),
     ({"steps": "many"}, "steps must be int, got 'many'"),

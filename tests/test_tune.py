@@ -53,7 +53,7 @@ def asha(tmp_path_factory, tracking_uri):
 def test_asha_finishes_and_stops_the_hopeless_trial_early(asha):
     _, result = asha
     assert result["trials"] == 4
-    rows = {row["outer_lr"]: row for row in result["top"]}
+    rows = {row["outer_lr"]: row for row in result["rows"]}
     assert rows[30.0]["status"] == "stopped early" and rows[30.0]["steps"] < 80
     assert result["best_config"]["outer_lr"] != 30.0 and rows[result["best_config"]["outer_lr"]]["steps"] == 80
     assert result["value"] < rows[30.0]["val_mse"]

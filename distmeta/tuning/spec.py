@@ -15,6 +15,7 @@
     max_concurrent: 2                        # trials at once (default: as many as the cluster fits)
     time_budget_minutes: 30                  # stop the whole search then (default: no limit)
     top: 5                                   # rows of the result table
+    seed: 0                                  # the searcher's draws (default: fresh ones each run)
 
 Distributions: ``loguniform: [low, high]``, ``uniform: [low, high]``,
 ``quniform: [low, high, q]``, ``randint: [low, high]`` (both ends included),
@@ -42,7 +43,7 @@ SCHEDULER_OPTIONS = {"asha": {"grace_period", "reduction_factor"},
                      "pbt": {"perturbation_interval", "mutations", "quantile_fraction", "resample_probability"},
                      "fifo": set()}
 TOP_LEVEL = {"base", "config", "space", "metric", "mode", "samples", "scheduler", "searcher", "max_concurrent",
-             "time_budget_minutes", "top"}
+             "time_budget_minutes", "top", "seed"}
 LEARNING_RATES = ("inner_lr", "outer_lr")  # what PBT mutates unless told otherwise
 MAX_CORNERS = 4096  # combinations of extreme values checked against the config
 
@@ -71,6 +72,7 @@ class TuneSpec(NamedTuple):
     max_concurrent: int
     time_budget_minutes: float
     top: int
+    seed: int | None
 
     def trial_config(self, values: dict) -> Config:
         """The training config of a trial: the base with the trial's sampled ``values``."""
@@ -115,6 +117,7 @@ def load_spec(path, overrides=(), samples: int | None = None) -> TuneSpec:
         max_concurrent=_count(path, "max_concurrent", raw.get("max_concurrent", 0), 0),
         time_budget_minutes=_minutes(path, raw.get("time_budget_minutes", 0)),
         top=_count(path, "top", raw.get("top", 5), 1),
+        seed=None if raw.get("seed") is None else _count(path, "seed", raw["seed"], 0),
     )
     _check_searcher(path, spec)
     check_space(spec)

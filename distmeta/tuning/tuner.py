@@ -48,6 +48,7 @@ def tune_run(spec: TuneSpec | None, output: str, resume: bool = False, address: 
     store = current_store()
     connect(address)
     _check_resources(spec)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # JSON and CSV results, no TensorBoard files (_run_config)
     started = time.perf_counter()
     tags = {"distmeta.tuning": spec.name, "distmeta.output": output, "distmeta.algorithm": base.algorithm,
             "distmeta.task": base.task}
@@ -122,14 +123,16 @@ def _save_state(output: str, spec: TuneSpec, parent_run_id: str) -> None:
 
 
 def _searcher(spec: TuneSpec):
-    if spec.searcher != "optuna":
-        return None  # random and grid: Tune's BasicVariantGenerator
+    if spec.searcher != "optuna":  # random and grid
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=spec.seed)
     try:
         import optuna  # noqa: F401
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise ConfigError("searcher optuna needs the optuna extra: pip install -e '.[optuna]'") from None
-    return OptunaSearch()
+    return OptunaSearch(seed=spec.seed)
 
 
 def _check_metric(spec: TuneSpec, base, data) -> None:
@@ -180,8 +183,10 @@ def _scheduler(spec: TuneSpec):
 
 
 def _run_config(spec: TuneSpec, output: str, progress: bool) -> tune.RunConfig:
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     return tune.RunConfig(name=EXPERIMENT, storage_path=output, verbose=1 if progress else 0,
-                          callbacks=[CloseTrialRuns(spec.base["steps"])],
+                          callbacks=[CloseTrialRuns(spec.base["steps"]), JsonLoggerCallback(), CSVLoggerCallback()],
                           # PBT clones other trials' recent checkpoints: it keeps them all (they are small)
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler == "pbt" else 2))
 
@@ -247,8 +252,7 @@ def _finish(spec: TuneSpec, output: str, tracker, rows: list[dict], name: str | 
     best_file = Path(output, "best.yaml")
     best_file.write_text(yaml.safe_dump(best_config.to_dict(), sort_keys=False))
     ordered = ranked + [r for r in rows if r not in ranked]
-    table = trial_table(spec, ordered)
-    Path(output, "trials.md").write_text(table + "\n")
+    Path(output, "trials.md").write_text(trial_table(spec, ordered) + "\n")
     tracker.log_metrics({f"best_{spec.metric}": best["value"], "trials": len(rows),
                          "stopped_early": sum(r["stopped_early"] for r in rows)}, best["step"])
     tracker.set_tags({"distmeta.best_trial": best["trial"], "distmeta.best_run_id": best["run_id"]})
@@ -262,7 +266,7 @@ def _finish(spec: TuneSpec, output: str, tracker, rows: list[dict], name: str | 
             "value": best["value"], "best_trial": best["trial"], "best_run_id": best["run_id"],
             "parent_run_id": tracker.run_id, "best_config_file": str(best_file), "trials": len(rows),
             "stopped_early": sum(r["stopped_early"] for r in rows), "seconds": round(seconds, 1),
-            "top": table_rows(spec, ordered[: spec.top]), "table": trial_table(spec, ordered[: spec.top]), **model}
+            "rows": table_rows(spec, ordered), "table": trial_table(spec, ordered[: spec.top]), **model}
 
 
 def _finite(value) -> bool:
@@ -292,5 +296,5 @@ def _spec_params(spec: TuneSpec) -> dict:
     return {"space": json.dumps({k: {d.kind: d.values} for k, d in spec.space.items()}), "metric": spec.metric,
             "mode": spec.mode, "samples": spec.samples, "scheduler": spec.scheduler,
             "scheduler_options": json.dumps(spec.scheduler_options), "searcher": spec.searcher,
-            "max_concurrent": spec.max_concurrent, "time_budget_minutes": spec.time_budget_minutes,
+            "max_concurrent": spec.max_concurrent, "time_budget_minutes": spec.time_budget_minutes, "seed": spec.seed,
             "base": json.dumps(spec.base)}
