@@ -46,7 +46,10 @@ class Tracker:
         return [m.step for m in points], [m.value for m in points]
 
     def log_figure(self, figure, name: str) -> None:
+        import matplotlib.pyplot as plt
+
         self.client.log_figure(self.run_id, figure, name)
+        plt.close(figure)  # pyplot keeps every figure until closed
 
     def log_artifact(self, local_path: str) -> None:
         self.client.log_artifact(self.run_id, local_path)
