@@ -60,6 +60,31 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS, else a local cluster)")
     _common(tune)
 
+    submit = commands.add_parser("submit", help="run a distmeta command as a Ray job on a cluster",
+                                 description="Submit `distmeta COMMAND...` (after --) as a Ray job whose working "
+                                             "directory is this project; prints the job id and dashboard link.")
+    submit.add_argument("--address", help="the cluster's dashboard, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS, "
+                                          "$RAY_ADDRESS)")
+    submit.add_argument("--wait", action="store_true", help="stream the job's logs; exit 0 SUCCEEDED, 1 FAILED, 130 STOPPED")
+    submit.add_argument("--name", help="the job's submission id (default: Ray's)")
+    submit.add_argument("--pip", action="append", default=[], metavar="PACKAGE", help="install in the job's env; repeatable")
+    submit.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="set in the job's env; repeatable "
+                        "($MLFLOW_TRACKING_URI is passed on by default)")
+    submit.add_argument("--working-dir", help="the folder shipped as the job's working directory (default: this one)")
+    submit.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="e.g. -- train --config FILE --output s3://...")
+
+    jobs = commands.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
+    jobs.add_argument("--address", help="as for submit")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    jobs_commands.add_parser("list", help="every job: id, status, command")
+    for name, text in (("status", "one job's status"), ("logs", "one job's logs"), ("stop", "stop a job (SIGTERM)")):
+        one = jobs_commands.add_parser(name, help=text)
+        one.add_argument("job_id", metavar="ID")
+        if name == "logs":
+            one.add_argument("--follow", action="store_true", help="stream until the job ends; exit with its status")
+    for name in ("list", "status"):
+        jobs_commands.choices[name].add_argument("--json", action="store_true", help="print JSON")
+
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
     evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
     evaluate.add_argument("--episodes", type=int, help="held-out tasks (default: the run's eval_episodes, 600)")
@@ -117,7 +142,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        commands = {"train": _train, "tune": _tune, "evaluate": _evaluate, "generate": _generate, "data": _data}
+        commands = {"train": _train, "tune": _tune, "submit": _submit, "jobs": _jobs, "evaluate": _evaluate,
+                    "generate": _generate, "data": _data}
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
@@ -146,7 +172,7 @@ def _train(args) -> int:
     shorthands = ["workers", "worker_cpus", "worker_gpus", "mode", "max_staleness", "checkpoint_every"]
     overrides = args.overrides + [f"{k}={getattr(args, k)}" for k in shorthands if getattr(args, k) is not None]
     config = resolve(args.config, overrides)
-    _ray_token_auth(args.address)
+    _ray_token_auth(args.address or os.environ.get("RAY_ADDRESS"))
     from distmeta.training.run import train
 
     result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
@@ -171,7 +197,7 @@ def _tune(args) -> int:
 
     spec = None if args.resume else load_spec(args.spec, args.overrides, args.samples)
     output = args.output or os.path.join("runs", f"tune-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    _ray_token_auth(args.address)
+    _ray_token_auth(args.address or os.environ.get("RAY_ADDRESS"))
     from distmeta.tuning.tuner import tune_run
 
     result = tune_run(spec, output, args.resume, args.address, args.tracking_uri, args.name, progress=not args.json)
@@ -183,6 +209,39 @@ def _tune(args) -> int:
           + (f"  registered: models:/{result['registered_model']}/{result['version']}" if result["version"] else ""))
     if args.json:
         print(_json(result))
+    return 0
+
+
+def _submit(args) -> int:
+    from distmeta import jobs
+
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    env = dict(item.partition("=")[::2] for item in args.env)
+    _ray_token_auth(joining=True)
+    job_id, link = jobs.submit(command, args.address, args.name, args.pip, env, args.working_dir)
+    print(f"submitted job {job_id}: {link}", file=sys.stderr if args.wait else sys.stdout, flush=True)
+    return jobs.wait(job_id, args.address) if args.wait else 0
+
+
+def _jobs(args) -> int:
+    from distmeta import jobs
+
+    _ray_token_auth(joining=True)
+    if args.jobs_command == "list":
+        listed = jobs.list_jobs(args.address)
+        for job in listed if not args.json else []:
+            print(f"{job['job_id']}  {job['status']:<9}  {job['entrypoint']}")
+        if args.json:
+            print(json.dumps(listed))
+        return 0
+    if args.jobs_command == "logs":
+        return jobs.logs(args.job_id, args.address, args.follow)
+    if args.jobs_command == "stop":
+        stopped = jobs.stop(args.job_id, args.address)
+        print(f"job {args.job_id}: {'stopping' if stopped else 'had already ended'}")
+        return 0
+    info = jobs.status(args.job_id, args.address)
+    print(json.dumps(info) if args.json else f"{info['job_id']}  {info['status']}  {info['message'] or ''}".rstrip())
     return 0
 
 
@@ -212,10 +271,10 @@ def _json(result: dict) -> str:
     return json.dumps(clean(result), allow_nan=False)
 
 
-def _ray_token_auth(address: str | None) -> None:
-    """Joining a `ray start` cluster (Ray >= 2.5x) needs token auth, read when ray is imported."""
+def _ray_token_auth(joining) -> None:
+    """Joining a `ray start` cluster, or its Jobs API (Ray >= 2.5x), needs token auth, read when ray is imported."""
     token = os.environ.get("RAY_AUTH_TOKEN") or Path.home().joinpath(".ray", "auth_token").exists()
-    if (address or os.environ.get("RAY_ADDRESS")) and token and "RAY_AUTH_MODE" not in os.environ:
+    if joining and token and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -245,7 +304,7 @@ def _evaluate(args) -> int:
 
 def _generate(args) -> int:
     _at_least(args, steps=0, parallel=0)
-    _ray_token_auth(args.address)
+    _ray_token_auth(args.address or os.environ.get("RAY_ADDRESS"))
     from distmeta.training.generate import generate
 
     result = generate(args.meta_model, args.support, steps=args.steps, name=args.name, name_per_task=args.name_per_task,

@@ -20,7 +20,14 @@ def connect(address: str | None = None) -> str | None:
         return None
     address = address or os.environ.get("RAY_ADDRESS")
     handler = signal.getsignal(signal.SIGTERM)
-    context = ray.init(address=address or "local", log_to_driver=False, logging_level="ERROR")
+    # in a Ray job the workers' output (their errors above all) goes to the job's log; on a terminal it would be noise
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    try:
+        context = ray.init(address=address or "local", log_to_driver=in_job, logging_level="ERROR")
+    except ConnectionError as err:
+        hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+            " (a cluster with token authentication needs its token: ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
+        raise ConnectionError(f"{str(err).strip().splitlines()[-1]}{hint}") from None
     signal.signal(signal.SIGTERM, handler)  # ray.init replaces it with one that aborts the driver
     return context.dashboard_url or None
 

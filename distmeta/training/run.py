@@ -11,13 +11,12 @@ import sys
 import time
 from dataclasses import replace
 
-from tqdm import tqdm
-
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
 from distmeta.config import CLASSIFICATION, REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate_all, sinusoid_fits, test_episode, trial_curves
+from distmeta.training.progress import Progress
 from distmeta.optim import unflatten
 from distmeta.training.trainer import MetaTrainer
 
@@ -72,6 +71,8 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     config = replace(config, **{k: _absolute(getattr(config, k)) for k in ("dataset", "test_dataset") if getattr(config, k)})
     checkpoint = prepare_output(config, output, resume)
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
+    if in_ray_job():
+        _check_outputs_outlive_the_job(output)
     trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
     try:
         for split in (VALIDATION, TEST):  # and held-out splits too small for their episodes
@@ -94,7 +95,11 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
         if not tracker.resumed:
             tracker.log_params(config.to_dict())
         started = time.perf_counter()
-        stats = fit(trainer, output, tracker, progress)
+        try:
+            stats = fit(trainer, output, tracker, progress)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`ray job stop`): keep what was trained for --resume
+            trainer.save(output, tracker.run_id)
+            raise
         summaries = trainer.evaluate_all(TEST, config.eval_episodes)
         test = summaries[trainer.setup.tasks.metric]
         tracker.log_metrics(_test_metrics(summaries), trainer.step)
@@ -112,6 +117,26 @@ def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progr
             "test": test._asdict(),
             **({"test_all": {k: v._asdict() for k, v in summaries.items()}} if len(summaries) > 1 else {}),
         }
+
+
+def in_ray_job() -> bool:
+    """Whether this process is a Ray job's driver, whose working directory Ray deletes with the job."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def _check_outputs_outlive_the_job(output: str) -> None:
+    """Refuse checkpoints or an MLflow store inside a Ray job's temporary working directory."""
+    from distmeta.tracking import current_store
+
+    here = os.getcwd()
+    inside = lambda path: path == here or path.startswith(here + os.sep)
+    store = current_store()
+    local_store = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else store
+    for what, path, fix in (("--output", output, "--output s3://BUCKET/PATH (or a folder every node shares)"),
+                            ("the MLflow store", local_store, "--tracking-uri http://MLFLOW_HOST:5000")):
+        if "://" not in path and inside(path):
+            raise ConfigError(f"inside a Ray job {what} ({path}) would be deleted with the job's working directory; "
+                              f"pass {fix}")
 
 
 def _test_metrics(summaries: dict) -> dict:
@@ -136,8 +161,7 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
     config = trainer.config
     stats = {"tasks": 0, "seconds": 0.0}
     window: dict[str, list] = {}
-    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", disable=not progress,
-               desc=f"{config.algorithm} {config.task}")
+    bar = Progress(config.steps, trainer.step, f"{config.algorithm} {config.task}", enabled=progress)
     deadline = time.monotonic() + 60 * config.minutes if config.minutes else float("inf")
     with bar:
         while trainer.step < config.steps:
@@ -152,7 +176,7 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
                 means = {k: sum(v) / len(v) for k, v in window.items()}
                 means["dropped_tasks"] = sum(window["dropped_tasks"])
                 tracker.log_metrics(means, step)
-                bar.set_postfix(_postfix(means), refresh=False)
+                bar.set_postfix(_postfix(means))
                 window.clear()
             if config.val_every and step % config.val_every == 0 and not last:
                 _validate(trainer, output, tracker, report)
