@@ -54,6 +54,13 @@ def test_train_json_contract_and_outputs(trained, tracking_uri):
     assert checkpoint.step == 30 and checkpoint.run_id == result["run_id"]
 
 
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, tracking_uri):
+    proc = run(["train", *TINY, "--output", str(tmp_path / "run")], tracking_uri)
+    assert proc.returncode == 0, proc.stderr
+    assert "maml sinusoid: step 30/30 (100%), loss " in proc.stderr and "tasks/s" in proc.stderr
+    assert "\r" not in proc.stderr  # no redrawn bar filling a log
+
+
 def test_train_is_recorded_in_mlflow(trained, tracking_uri):
     out, result = trained
     mlflow.set_tracking_uri(tracking_uri)

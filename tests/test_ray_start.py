@@ -23,7 +23,7 @@ def ray_start_cluster():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
-                   check=True, capture_output=True, env=env, timeout=120)
+                   check=True, capture_output=True, env={**env, "RAY_AUTH_MODE": "token"}, timeout=120)
     subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"],
                    check=True, capture_output=True, env={**env, "RAY_AUTH_MODE": "token"}, timeout=120)
     yield f"127.0.0.1:{port}", env
