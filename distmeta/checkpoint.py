@@ -6,8 +6,8 @@
         optimizer.safetensors          outer optimizer state
         state.json                     step, MLflow run id, config
 
-OUTPUT is a local folder or a URI that ``pyarrow.fs.FileSystem.from_uri``
-understands (``file://``, ``s3://``, ``gs://``, ``hdfs://``). Nothing is ever
+OUTPUT is a local folder or a URI (``storage.py``: ``file://``, ``s3://``,
+``gs://``, ``hdfs://``, options in the query string). Nothing is ever
 unpickled. ``state.json`` is written last, through a temporary file moved
 into place: a folder without it is an unfinished checkpoint, ignored and
 overwritten, so a checkpoint is complete or absent however the writer dies
@@ -17,7 +17,6 @@ overwritten, so a checkpoint is complete or absent however the writer dies
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from typing import NamedTuple
 
@@ -29,6 +28,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from distmeta.config import Config, ConfigError, from_dict
+from distmeta.storage import located, resolve
 
 FORMAT = 1
 
@@ -47,22 +47,14 @@ class Checkpoint(NamedTuple):
     input_shape: tuple | None = None  # of one example, e.g. (1, 28, 28): what a model for new data must take
 
 
-def resolve_location(location) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or a URI."""
-    location = str(location)
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
-
-
 def save_checkpoint(output, step: int, params, optimizer_state, config: Config, run_id=None, keep: int = 2,
                     input_shape=None) -> str:
     """Write the checkpoint of ``step`` under ``output``, prune old ones; returns its location."""
-    fs, root = resolve_location(output)
+    fs, root = resolve(output)
     root = posixpath.join(root, "checkpoints")
     final = posixpath.join(root, f"step-{step:08d}")
     if _complete(fs, final):  # this step is saved already, and a step's state never changes
-        return _location(output, final)
+        return located(output, final)
     fs.create_dir(final, recursive=True)
     state = {"format": FORMAT, "step": step, "run_id": run_id, "config": config.to_dict(),
              "input_shape": list(input_shape) if input_shape else None}
@@ -72,11 +64,11 @@ def save_checkpoint(output, step: int, params, optimizer_state, config: Config, 
     fs.move(posixpath.join(final, ".state.json.tmp"), posixpath.join(final, "state.json"))
     for old in _step_dirs(fs, root)[:-keep]:
         fs.delete_dir(old)
-    return _location(output, final)
+    return located(output, final)
 
 
 def write_config(output, config: Config) -> None:
-    fs, root = resolve_location(output)
+    fs, root = resolve(output)
     fs.create_dir(root, recursive=True)
     _write(fs, root, ".config.yaml.tmp", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     fs.move(posixpath.join(root, ".config.yaml.tmp"), posixpath.join(root, "config.yaml"))
@@ -84,9 +76,9 @@ def write_config(output, config: Config) -> None:
 
 def latest_checkpoint(output) -> str | None:
     """The newest checkpoint folder under a run's output, or None."""
-    fs, root = resolve_location(output)
+    fs, root = resolve(output)
     dirs = _step_dirs(fs, posixpath.join(root, "checkpoints"))
-    return _location(output, dirs[-1]) if dirs else None
+    return located(output, dirs[-1]) if dirs else None
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -95,7 +87,7 @@ def load_checkpoint(path) -> Checkpoint:
     >>> ckpt = load_checkpoint("runs/sinusoid")      # doctest: +SKIP
     >>> ckpt.params["0.weight"].shape, ckpt.step    # doctest: +SKIP
     """
-    fs, root = resolve_location(path)
+    fs, root = resolve(path)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise CheckpointError(f"checkpoint not found: {path}")
     if fs.get_file_info(posixpath.join(root, "state.json")).type == pafs.FileType.NotFound:
@@ -138,9 +130,3 @@ def _step_dirs(fs, root: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     dirs = (i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("step-"))
     return sorted(d for d in dirs if _complete(fs, d))
-
-
-def _location(output, path: str) -> str:
-    """``path`` in the same form as ``output`` (a URI stays a URI)."""
-    output = str(output)
-    return f"{output.split('://', 1)[0]}://{path}" if "://" in output else path

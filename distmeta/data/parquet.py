@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from distmeta import storage
 from distmeta.data.dataset import DataError, ImageDataset
 
 FORMAT = 1
@@ -73,7 +75,7 @@ def dataset_info(path) -> dict:
     groups = _per_class(table, "group", labels, np.searchsorted(labels, np.arange(meta["classes"])), path)
     counts = np.bincount(labels)
     return {
-        "name": meta["name"], "path": str(path), "bytes": os.path.getsize(path), "image_shape": meta["image_shape"],
+        "name": meta["name"], "path": str(path), "bytes": _size(path), "image_shape": meta["image_shape"],
         "images": len(labels), "classes": len(counts), "groups": _group_count(groups),
         "images_per_class": {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())},
         "classes_per_group": dict(Counter(g for g in groups if g)),  # in file order
@@ -166,12 +168,18 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
         temporary.unlink(missing_ok=True)  # already gone after a successful rename
 
 
+def _size(path) -> int:
+    fs, where = storage.resolve(path)
+    return fs.get_file_info(where).size
+
+
 def _read(path, columns: list[str]) -> tuple[pa.Table, dict]:
     """``columns`` of a dataset file and its metadata, the schema checked first."""
-    if not os.path.exists(path):
-        raise DataError(f"dataset not found: {path}")
+    fs, where = storage.resolve(path)  # a local file, or s3://, gs://, file:// ...
     try:
-        with pq.ParquetFile(path, page_checksum_verification=True) as file:
+        if fs.get_file_info(where).type != pafs.FileType.File:
+            raise DataError(f"dataset not found: {path}")
+        with fs.open_input_file(where) as source, pq.ParquetFile(source, page_checksum_verification=True) as file:
             meta = _metadata(file.schema_arrow, path)
             table = file.read(columns)
     except (OSError, pa.ArrowException) as err:

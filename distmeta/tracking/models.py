@@ -140,7 +140,8 @@ def register(folder: Path, registered_name: str, example: pd.DataFrame, tags: di
 
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     """Log a training checkpoint (local or URI) as the run's meta-model; returns its ModelInfo."""
-    from distmeta.checkpoint import load_checkpoint, resolve_location
+    from distmeta.checkpoint import load_checkpoint
+    from distmeta.storage import resolve
     from distmeta.models import make_model
     from distmeta.setup import without_data
 
@@ -149,7 +150,7 @@ def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
     model = make_model(config, without_data(config, checkpoint.input_shape))
     head = head_of(config.algorithm, config.task, adapted=False)
     classes = range(config.ways) if head == "logits" else ()
-    fs, path = resolve_location(checkpoint.path)
+    fs, path = resolve(checkpoint.path)
     with tempfile.TemporaryDirectory() as local:
         weights = served_weights(config.algorithm, model, checkpoint.params)
         write_model(Path(local) / "model", model, weights, head, checkpoint.input_shape, classes)
@@ -167,7 +168,10 @@ def register_meta_model(checkpoint_location: str, registered_name: str, tags: di
     from distmeta.checkpoint import load_checkpoint
 
     if load_checkpoint(checkpoint_location).config.algorithm == "rl2":
-        mlflow.log_artifacts(checkpoint_location, "meta_model_checkpoint")
+        from distmeta.storage import local_copy
+
+        with local_copy(checkpoint_location) as local:
+            mlflow.log_artifacts(local, "meta_model_checkpoint")
         return {"model_uri": None, "registered_model": None, "version": None}
     info = log_meta_model(checkpoint_location)
     version = mlflow.register_model(info.model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})

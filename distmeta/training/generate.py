@@ -20,6 +20,7 @@ from distmeta.checkpoint import CheckpointError, load_checkpoint
 from distmeta.config import METRIC_BASED, REGRESSION, REINFORCEMENT, ConfigError
 from distmeta.data.dataset import DataError
 from distmeta.data.support import read_support
+from distmeta.storage import local_copy
 from distmeta.models import make_model
 from distmeta.setup import adapt_support, without_data
 
@@ -45,7 +46,8 @@ def generate(meta_model: str, support: str, *, steps: int | None = None, name: s
             raise ConfigError(f"{meta_model} is an RL^2 policy: it adapts by playing a task (its memory), not to "
                               "examples; use `distmeta evaluate`")
         shape = _input_shape(checkpoint, meta_model)
-        supports = read_support(support, shape, classification=config.task not in REGRESSION)
+        with local_copy(support) as local:  # a URI's files, fetched once
+            supports = read_support(local, shape, classification=config.task not in REGRESSION)
         _check_classes(config, supports, support)
         names = _names(name or f"{config.algorithm}-{config.task}", supports, name_per_task)
         steps = 0 if config.algorithm in METRIC_BASED else config.test_inner_steps if steps is None else steps

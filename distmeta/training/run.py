@@ -14,6 +14,7 @@ from dataclasses import replace
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
 from distmeta.config import CLASSIFICATION, REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
 from distmeta.setup import build
+from distmeta.storage import absolute, is_uri, local_copy
 from distmeta.tasks import TEST, VALIDATION, task_seeds
 from distmeta.training.evaluation import evaluate_all, sinusoid_fits, test_episode, trial_curves
 from distmeta.training.progress import Progress
@@ -66,9 +67,9 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
     from distmeta.tracking import use_store
 
-    output = _absolute(output or default_output(config))
+    output = absolute(output or default_output(config))
     # data paths as absolute ones, so the saved config works from any folder (evaluate, resume, generate)
-    config = replace(config, **{k: _absolute(getattr(config, k)) for k in ("dataset", "test_dataset") if getattr(config, k)})
+    config = replace(config, **{k: absolute(getattr(config, k)) for k in ("dataset", "test_dataset") if getattr(config, k)})
     checkpoint = prepare_output(config, output, resume)
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
     if in_ray_job():
@@ -134,7 +135,7 @@ def _check_outputs_outlive_the_job(output: str) -> None:
     local_store = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else store
     for what, path, fix in (("--output", output, "--output s3://BUCKET/PATH (or a folder every node shares)"),
                             ("the MLflow store", local_store, "--tracking-uri http://MLFLOW_HOST:5000")):
-        if "://" not in path and inside(path):
+        if not is_uri(path) and inside(path):
             raise ConfigError(f"inside a Ray job {what} ({path}) would be deleted with the job's working directory; "
                               f"pass {fix}")
 
@@ -143,11 +144,6 @@ def _test_metrics(summaries: dict) -> dict:
     """``test_<metric>`` and ``test_<metric>_ci95`` of every metric."""
     return {f"test_{name}{suffix}": value for name, s in summaries.items()
             for suffix, value in (("", s.mean), ("_ci95", s.ci95))}
-
-
-def _absolute(location) -> str:
-    location = str(location)
-    return location if "://" in location else os.path.abspath(location)
 
 
 def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> dict:
@@ -225,7 +221,8 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
         tracker.log_figure(plots.trial_curves(curves, quantity, unit), "trial_curves.png")
         tracker.log_metrics({f"baseline_{name}_{quantity}": float(curve[-1])
                              for name, curve in curves.items() if name != "RL^2"}, trainer.step)
-        tracker.log_artifacts(checkpoint, "meta_model_checkpoint")  # a policy plays tasks: no pyfunc to serve
+        with local_copy(checkpoint) as local:  # a policy plays tasks: no pyfunc to serve
+            tracker.log_artifacts(local, "meta_model_checkpoint")
         return
     info = log_meta_model(checkpoint)
     tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
@@ -246,7 +243,7 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
     flat, _, _ = setup.initial_state(checkpoint)  # the checkpoint must fit the model, name by name
     setup.tasks_for(TEST)  # and the test episodes the data: both fail before anything is recorded
     meta_params = unflatten(flat, setup.spec)
-    tags = {"distmeta.checkpoint": _absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
+    tags = {"distmeta.checkpoint": absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         protocol = {"episodes": config.eval_episodes, "inner_steps": config.test_inner_steps}
         if config.task in CLASSIFICATION:
