@@ -99,6 +99,8 @@ class Config:
     mode: str = _key("sync", "sync: every step waits for all tasks; async: apply shards as they arrive", choices=MODES)
     max_staleness: int = _key(2, "async: recompute a gradient more than this many versions old", min=0)
     worker_reduce: bool = _key(False, "workers send the sum and count of their tasks, not per-task gradients")
+    placement_timeout: float = _key(0.0, "seconds to wait for an autoscaling cluster to make room for the workers "
+                                    "(0: fail at once if it cannot now)", min=0)
     step_timeout: float = _key(900.0, "seconds a meta-step waits for its workers before the run fails (0: no limit)", min=0)
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)

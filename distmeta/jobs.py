@@ -9,7 +9,6 @@ train`` refuses to write into that temporary directory (``training.run.in_ray_jo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import sys
@@ -117,7 +116,3 @@ def _line(err: Exception) -> str:
         if "does not exist" in line or "auth" in line.lower() or "connect" in line.lower():
             return line.strip()[:300]
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
-
-
-def dump(value) -> str:
-    return json.dumps(value, default=str)

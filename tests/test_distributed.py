@@ -13,7 +13,7 @@ import ray
 import torch
 
 from distmeta import TEST, MetaTrainer, resolve
-from distmeta.distributed import start_server, start_workers
+from distmeta.distributed import release, reserve, start_server, start_workers
 from distmeta.setup import build
 from distmeta.training.distributed import DistributedTrainer
 
@@ -85,8 +85,9 @@ def test_non_finite_task_gradients_are_dropped_and_counted():
     config = resolve(overrides=[*BASE, "workers=2"])
     setup = build(config)
     flat, opt_state, _ = setup.initial_state()
-    server = start_server(config, setup.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, 0)
-    workers = start_workers(config, 2)
+    group, first = reserve(config)
+    server = start_server(config, setup.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, 0, group)
+    workers = start_workers(config, group, first)
     weights = server.weights.remote()
     for step in range(3):
         shards = ray.get([w.compute.remote(weights, step, step, [2 * i, 2 * i + 1]) for i, w in enumerate(workers)])
@@ -105,6 +106,7 @@ def test_non_finite_task_gradients_are_dropped_and_counted():
     assert np.array_equal(ray.get(weights), before) and ray.get(stats)["dropped_total"] == 8
     for actor in [server, *workers]:
         ray.kill(actor)
+    release(group, first)
 
 
 def test_async_stays_within_staleness_and_close_to_sync():

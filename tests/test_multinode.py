@@ -1,11 +1,15 @@
 """Several Ray nodes on one machine (ray.cluster_utils.Cluster): spread, and survive losing one."""
 
+import threading
+import time
+
 import pytest
 import ray
 import torch
 from ray.cluster_utils import Cluster
 
 from distmeta import MetaTrainer, resolve
+from distmeta.config import ConfigError
 from distmeta.training.distributed import DistributedTrainer
 
 OVERRIDES = ["steps=12", "meta_batch_size=8", "seed=2", "val_every=0", "workers=2"]
@@ -43,5 +47,29 @@ def test_workers_spread_and_training_survives_a_lost_node(cluster):
         assert {w["node"] for w in trainer.worker_locations()} == {nodes[0].node_id}  # the lost one moved
         params = torch.tensor(ray.get(trainer.weights))
         assert ((params - reference.flat).norm() / reference.flat.norm()).item() < 1e-5
+    finally:
+        trainer.close()
+
+
+def test_a_run_larger_than_the_cluster_waits_for_a_node_or_fails_in_one_line(cluster):
+    """As on an autoscaling cluster: the pending placement group is the request for nodes."""
+    cluster, _ = cluster  # 4 CPUs on two worker nodes; the head has none
+    wide = [*OVERRIDES, "workers=6", "steps=2"]
+    with pytest.raises(ConfigError, match=r"did not make room for 6 workers x 1 CPU within placement_timeout=2 s"):
+        DistributedTrainer(resolve(overrides=[*wide, "placement_timeout=2"]))
+    with pytest.raises(ConfigError, match="6 workers x 1 CPU need 6 CPUs; the Ray cluster has 4"):
+        DistributedTrainer(resolve(overrides=wide))  # placement_timeout 0: at once
+    made = []
+    waiting = threading.Thread(target=lambda: made.append(DistributedTrainer(resolve(overrides=[*wide, "placement_timeout=120"]))))
+    waiting.start()
+    time.sleep(3.0)
+    assert not made  # it waits for room
+    cluster.add_node(num_cpus=2)
+    waiting.join(timeout=120)
+    [trainer] = made
+    try:
+        while trainer.step < trainer.config.steps:
+            trainer.meta_step()
+        assert len({w["node"] for w in trainer.worker_locations()}) == 3
     finally:
         trainer.close()

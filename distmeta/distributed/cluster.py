@@ -6,7 +6,8 @@ import os
 import signal
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from distmeta.config import ConfigError
 from distmeta.distributed.server import ParameterServer
@@ -35,28 +36,51 @@ def connect(address: str | None = None) -> str | None:
 MAX_RESTARTS = 10  # per worker: enough for node losses, not a crash loop forever
 
 
-def start_server(config, spec, flat, optimizer_state, step):
-    """The parameter server; it takes no CPU. Inside a Tune trial it joins the trial driver's bundle (0) of
-    the trial's placement group, else it is pinned to the driver's node (which the driver needs alive anyway)."""
-    placement = trial_bundle(0)
-    if placement is None:
-        node = ray.get_runtime_context().get_node_id()
-        placement = NodeAffinitySchedulingStrategy(node, soft=False)
-    actor = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=placement)
+def reserve(config):
+    """The run's placement group and the bundle of its first worker: a Tune trial's own group (bundle 0 is the
+    trial's driver), else a new group of one bundle per worker, spread over the nodes.
+
+    The workers are gang-scheduled: they start together or not at all. With
+    ``placement_timeout`` 0 a cluster that cannot hold them now fails at once;
+    otherwise the pending bundles ask an autoscaling cluster for nodes, and
+    the run waits that many seconds for them.
+    """
+    group = ray.util.get_current_placement_group()
+    if group is not None:
+        return group, 1
+    if not config.placement_timeout:
+        check_resources(config)
+    worker = {"CPU": config.worker_cpus, **({"GPU": config.worker_gpus} if config.worker_gpus else {})}
+    group = placement_group([worker] * config.workers, strategy="SPREAD")
+    try:
+        ray.get(group.ready(), timeout=config.placement_timeout or None)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise ConfigError(f"the Ray cluster did not make room for {config.workers} workers x {_shown(worker)} within "
+                          f"placement_timeout={config.placement_timeout:g} s") from None
+    return group, 0
+
+
+def release(group, first: int) -> None:
+    """Give back a placement group the run made (not a Tune trial's)."""
+    if first == 0:
+        remove_placement_group(group)
+
+
+def start_server(config, spec, flat, optimizer_state, step, group):
+    """The parameter server, in bundle 0 of the run's placement group (a Tune trial's driver, or the first
+    worker): it takes no CPU of its own, and runs where the work is placed, never on a head kept free of it."""
+    actor = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=_bundle(group, 0))
     return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
 
 
-def start_workers(config, count: int, dataset=None):
-    """``count`` MetaWorkers (see ``start_worker``)."""
-    return [start_worker(config, index, dataset) for index in range(count)]
+def start_workers(config, group, first: int, dataset=None):
+    """One MetaWorker per ``config.workers`` (see ``start_worker``)."""
+    return [start_worker(config, group, first + index, dataset) for index in range(config.workers)]
 
 
-def start_worker(config, index: int, dataset=None):
-    """MetaWorker ``index``: a dead one restarts and Ray re-runs its calls.
-
-    Workers spread across nodes; inside a Tune trial worker ``index`` takes
-    bundle ``1 + index`` of the trial's placement group instead, so that
-    concurrent trials never share CPUs or GPUs.
+def start_worker(config, group, bundle: int, dataset=None):
+    """A MetaWorker in ``bundle`` of the run's placement group; a dead one restarts and Ray re-runs its calls.
 
     ``dataset`` is an object reference to the few-shot images (``ray.put``
     once by the driver): each node fetches it once into its object store, and
@@ -67,19 +91,18 @@ def start_worker(config, index: int, dataset=None):
     """
     actor = ray.remote(concurrency_groups={"control": 1})(MetaWorker).options(
         num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=-1,
-        scheduling_strategy=trial_bundle(1 + index) or "SPREAD",
+        scheduling_strategy=_bundle(group, bundle),
     )
     return actor.remote(config.to_dict(), dataset)
 
 
-def trial_bundle(index: int):
-    """Bundle ``index`` of the placement group this process runs in (a Tune trial's), or None outside one.
+def _bundle(group, index: int) -> PlacementGroupSchedulingStrategy:
+    # an actor with a strategy of its own would leave the group: name the bundle
+    return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
 
-    An actor with a scheduling strategy of its own would leave the group, so
-    the trial's actors name their bundle explicitly.
-    """
-    group = ray.util.get_current_placement_group()
-    return None if group is None else PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
+
+def _shown(resources: dict) -> str:
+    return " + ".join(f"{v:g} {k}" for k, v in resources.items())
 
 
 def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int, at_once: int) -> list:

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from distmeta.config import ConfigError
+from distmeta.storage import absolute
 
 
 class Tracker:
@@ -79,7 +80,7 @@ def current_store() -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
         return prefix + os.path.abspath(uri[len(prefix):])
-    return uri if "://" in uri else os.path.abspath(uri)
+    return absolute(uri)  # a plain path is a local store too
 
 
 @contextlib.contextmanager
@@ -111,7 +112,6 @@ def _exists(run_id: str) -> bool:
         return True
     except Exception:
         return False
-
 
 
 TRIAL_TAG = "distmeta.tune_trial"

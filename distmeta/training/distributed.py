@@ -24,7 +24,7 @@ import torch
 
 from distmeta.checkpoint import Checkpoint
 from distmeta.config import Config
-from distmeta.distributed import check_resources, connect, start_server, start_worker, start_workers, where
+from distmeta.distributed import connect, release, reserve, start_server, start_worker, start_workers, where
 from distmeta.optim import unflatten
 from distmeta.setup import build
 from distmeta.tasks import load_training_data
@@ -38,7 +38,7 @@ class DistributedTrainer:
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None, dataset=None):
         self.config = config
         self.dashboard = connect(address)
-        check_resources(config)
+        self.group, self.first_bundle = reserve(config)  # fails (or waits) before anything else is done
         if dataset is None and config.task == "fewshot":
             dataset = ray.put(load_training_data(config))  # into the object store once, for every worker
         self.dataset = dataset
@@ -46,8 +46,9 @@ class DistributedTrainer:
         self.setup = build(config, dataset=None if dataset is None else ray.get(dataset))
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
-        self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step)
-        self.workers = start_workers(config, config.workers, self.dataset)
+        self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step,
+                                   self.group)
+        self.workers = start_workers(config, self.group, self.first_bundle, self.dataset)
         self.weights = self.server.weights.remote()
         self.version = 0
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
@@ -130,7 +131,7 @@ class DistributedTrainer:
                 where(worker, timeout=120)  # waits out a restart in progress
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.kill(worker, no_restart=True)
-                self.workers[i] = start_worker(self.config, i, self.dataset)
+                self.workers[i] = start_worker(self.config, self.group, self.first_bundle + i, self.dataset)
 
     def _submit(self, index: int, chunk: int | None = None) -> None:
         """Async: worker ``index`` computes ``chunk`` (default: the next new one) at the newest weights."""
@@ -161,3 +162,4 @@ class DistributedTrainer:
     def close(self) -> None:
         for actor in [self.server, *self.workers]:
             ray.kill(actor)
+        release(self.group, self.first_bundle)

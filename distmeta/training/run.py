@@ -23,7 +23,7 @@ from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
 RESUMABLE = {"steps", "minutes", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every",
-             "step_timeout"}
+             "step_timeout", "placement_timeout"}
 
 
 def default_output(config: Config) -> str:
