@@ -85,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("list", "status"):
         jobs_commands.choices[name].add_argument("--json", action="store_true", help="print JSON")
 
+    cluster = commands.add_parser("cluster", help="a local multi-node Ray cluster with an MLflow server and an S3 store",
+                                  description="For development and tests: real `ray start` nodes (token auth on), "
+                                              "`mlflow server` and an S3-compatible store, all on 127.0.0.1.")
+    cluster.add_argument("--dir", default=os.path.expanduser("~/.distmeta/cluster"),
+                         help="where the cluster keeps its state, logs, MLflow store (default ~/.distmeta/cluster)")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    start = cluster_commands.add_parser("up", help="start the head, N worker nodes, MLflow and S3")
+    start.add_argument("--nodes", type=int, default=2, help="worker nodes (default 2)")
+    start.add_argument("--cpus-per-node", type=float, default=2, help="logical CPUs per worker node (default 2)")
+    start.add_argument("--gpus-per-node", type=float, default=0, help="logical GPUs per worker node (default 0)")
+    cluster_commands.add_parser("status", help="endpoints, processes, Ray nodes and their resources")
+    cluster_commands.add_parser("env", help="the exports that point distmeta, Ray and MLflow at the cluster")
+    cluster_commands.add_parser("down", help="stop everything `up` started")
+    for command in cluster_commands.choices.values():
+        command.add_argument("--json", action="store_true", help="print JSON")
+
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
     evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
     evaluate.add_argument("--episodes", type=int, help="held-out tasks (default: the run's eval_episodes, 600)")
@@ -142,8 +158,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        commands = {"train": _train, "tune": _tune, "submit": _submit, "jobs": _jobs, "evaluate": _evaluate,
-                    "generate": _generate, "data": _data}
+        commands = {"train": _train, "tune": _tune, "submit": _submit, "jobs": _jobs, "cluster": _cluster,
+                    "evaluate": _evaluate, "generate": _generate, "data": _data}
         return commands[args.command](args)
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
@@ -242,6 +258,37 @@ def _jobs(args) -> int:
         return 0
     info = jobs.status(args.job_id, args.address)
     print(json.dumps(info) if args.json else f"{info['job_id']}  {info['status']}  {info['message'] or ''}".rstrip())
+    return 0
+
+
+def _cluster(args) -> int:
+    from distmeta import devcluster
+
+    if args.cluster_command == "up":
+        state = devcluster.up(args.dir, args.nodes, args.cpus_per_node, args.gpus_per_node)
+        result = devcluster.status(args.dir)
+        if not args.json:
+            print(f"cluster up in {state['folder']}: 1 head + {state['nodes']} nodes; Ray {state['gcs']}, "
+                  f"Jobs API {state['jobs']}, MLflow {state['mlflow']}, S3 {state['s3']} (bucket distmeta)")
+            print(f'use it: eval "$(distmeta cluster --dir {state["folder"]} env)"')
+    elif args.cluster_command == "status":
+        result = devcluster.status(args.dir)
+        if not args.json:
+            for key in ("gcs", "jobs", "mlflow", "s3", "s3_uri"):
+                print(f"{key:<8} {result[key]}")
+            print("processes " + ", ".join(f"{k} {'up' if v else 'DOWN'}" for k, v in result["processes"].items()))
+            for node in result["ray_nodes"]:
+                print("node     " + ", ".join(f"{k} {v:g}" for k, v in sorted(node.items()) if not k.startswith("node:")))
+    elif args.cluster_command == "env":
+        result = devcluster.environment(args.dir)
+        if not args.json:
+            print("\n".join(f"export {k}={v}" for k, v in result.items()))
+    else:
+        result = {"stopped": devcluster.down(args.dir)}
+        if not args.json:
+            print(f"stopped {', '.join(result['stopped'])}")
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

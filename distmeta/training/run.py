@@ -90,11 +90,13 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
 def _train(trainer, config: Config, output: str, checkpoint, tracking_uri, progress: bool) -> dict:
     from distmeta.tracking import tracked_run
 
-    run_name = output.rstrip("/").rsplit("/", 1)[-1]
+    run_name = output.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]  # a URI's last part, without its options
     tags = {"distmeta.algorithm": config.algorithm, "distmeta.task": config.task, "distmeta.output": output}
     with tracked_run(config.experiment, run_name, tracking_uri, checkpoint and checkpoint.run_id, tags) as tracker:
         if not tracker.resumed:
             tracker.log_params(config.to_dict())
+        if config.workers:  # where the work ran
+            tracker.set_tags({"distmeta.worker_nodes": len({w["node"] for w in trainer.worker_locations()})})
         started = time.perf_counter()
         try:
             stats = fit(trainer, output, tracker, progress)
