@@ -73,7 +73,7 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     checkpoint = prepare_output(config, output, resume)
     use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
     if in_ray_job():
-        _check_outputs_outlive_the_job(output)
+        _check_outputs_outlive_the_job(config, output)
     trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
     try:
         for split in (VALIDATION, TEST):  # and held-out splits too small for their episodes
@@ -127,17 +127,19 @@ def in_ray_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
-def _check_outputs_outlive_the_job(output: str) -> None:
-    """Refuse checkpoints or an MLflow store inside a Ray job's temporary working directory."""
+def _check_outputs_outlive_the_job(config: Config, output: str) -> None:
+    """Refuse checkpoints, an MLflow store or datasets inside a Ray job's temporary working directory: outputs
+    would be lost, and a dataset's path there would be another one when a resubmitted job resumes."""
     from distmeta.tracking import current_store
 
     here = os.getcwd()
-    inside = lambda path: path == here or path.startswith(here + os.sep)
     store = current_store()
-    local_store = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else store
-    for what, path, fix in (("--output", output, "--output s3://BUCKET/PATH (or a folder every node shares)"),
-                            ("the MLflow store", local_store, "--tracking-uri http://MLFLOW_HOST:5000")):
-        if not is_uri(path) and inside(path):
+    places = [("--output", output, "--output s3://BUCKET/PATH (or a folder every node shares)"),
+              ("the MLflow store", store.removeprefix("sqlite:///"), "--tracking-uri http://MLFLOW_HOST:5000")]
+    places += [(key, getattr(config, key), f"{key}=s3://BUCKET/FILE.parquet (or a shared absolute path)")
+               for key in ("dataset", "test_dataset") if getattr(config, key)]
+    for what, path, fix in places:
+        if not is_uri(path) and (path == here or path.startswith(here + os.sep)):
             raise ConfigError(f"inside a Ray job {what} ({path}) would be deleted with the job's working directory; "
                               f"pass {fix}")
 
