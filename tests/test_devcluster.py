@@ -15,6 +15,8 @@ import pytest
 from distmeta import storage
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint
 
+pytestmark = pytest.mark.cluster  # real Ray processes; `pytest -m cluster` runs these alone
+
 
 def distmeta(args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "distmeta.cli", *args], capture_output=True, text=True, timeout=timeout,

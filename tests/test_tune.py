@@ -130,7 +130,7 @@ def test_fewshot_trials_share_the_dataset(tmp_path, tracking_uri, glyph_file):
 
 
 def test_resume_after_killing_the_driver_does_not_rerun_finished_trials(tmp_path, tracking_uri):
-    path = write_spec(tmp_path, config={"workers": 0, "steps": 300, "val_every": 100}, scheduler="fifo",
+    path = write_spec(tmp_path, config={"workers": 0, "steps": 600, "val_every": 200}, scheduler="fifo",
                       max_concurrent=1, space={"outer_lr": {"grid": [0.001, 0.002, 0.003]}})
     out = tmp_path / "out"
     command = [sys.executable, "-m", "distmeta.cli", "tune", str(path), "--output", str(out), "--tracking-uri",
@@ -139,13 +139,13 @@ def test_resume_after_killing_the_driver_does_not_rerun_finished_trials(tmp_path
     mlflow.set_tracking_uri(tracking_uri)
     finished, deadline = [], time.time() + 240
     while not finished and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         if (out / "tuning.json").exists():
             parent = json.loads((out / "tuning.json").read_text())["parent_run_id"]
             finished = [c for c in child_runs(parent) if c.info.status == "FINISHED"]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert len(finished) == 1, "killed too late (or too early) to test resuming"
+    assert 1 <= len(finished) < 3, "killed too late to test resuming"
     first = finished[0]
     resumed = subprocess.run([sys.executable, "-m", "distmeta.cli", "tune", "--resume", "--output", str(out),
                               "--tracking-uri", tracking_uri, "--json"], capture_output=True, text=True, timeout=300)
@@ -157,7 +157,7 @@ def test_resume_after_killing_the_driver_does_not_rerun_finished_trials(tmp_path
     again = mlflow.get_run(first.info.run_id)
     assert again.info.end_time == first.info.end_time  # not reopened, not rerun
     history = mlflow.MlflowClient().get_metric_history(first.info.run_id, "val_mse")
-    assert sorted(m.step for m in history) == [100, 200, 300]
+    assert sorted(m.step for m in history) == [200, 400, 600]
 
 
 BAD_SPECS = [
