@@ -99,7 +99,7 @@ def s3_uri(state: dict, path: str) -> str:
     return f"s3://{BUCKET}/{path}?endpoint_override={state['s3']}&scheme=http&region=us-east-1"
 
 
-def down(folder, timeout: float = 30) -> list[str]:
+def down(folder, timeout: float = 10) -> list[str]:
     """End every process group the cluster started (SIGTERM, then SIGKILL); returns their names."""
     folder = Path(folder).resolve()
     if not (folder / STATE).exists():
