@@ -62,7 +62,7 @@ def _job_env(extra: dict | None) -> dict:
 def wait(job_id: str, address: str | None = None, out=sys.stdout) -> int:
     """Stream the job's logs until it ends; its exit code (0 SUCCEEDED, 1 FAILED, 130 STOPPED)."""
     jobs = client(address)
-    _check_exists(jobs, job_id)
+    _info(jobs, job_id)  # one line for an unknown id
 
     async def follow():
         async for lines in jobs.tail_job_logs(job_id):
@@ -80,9 +80,7 @@ def list_jobs(address: str | None = None) -> list[dict]:
 
 
 def status(job_id: str, address: str | None = None) -> dict:
-    jobs = client(address)
-    _check_exists(jobs, job_id)
-    info = jobs.get_job_info(job_id)
+    info = _info(client(address), job_id)
     return {"job_id": job_id, "status": str(info.status), "entrypoint": info.entrypoint, "message": info.message,
             "start_time": info.start_time, "end_time": info.end_time}
 
@@ -91,7 +89,7 @@ def logs(job_id: str, address: str | None = None, follow: bool = False, out=sys.
     if follow:
         return wait(job_id, address, out)
     jobs = client(address)
-    _check_exists(jobs, job_id)
+    _info(jobs, job_id)  # one line for an unknown id
     out.write(jobs.get_job_logs(job_id))
     return 0
 
@@ -99,13 +97,13 @@ def logs(job_id: str, address: str | None = None, follow: bool = False, out=sys.
 def stop(job_id: str, address: str | None = None) -> bool:
     """Ask the job to stop (SIGTERM, then SIGKILL after Ray's grace period); False if it had ended already."""
     jobs = client(address)
-    _check_exists(jobs, job_id)
+    _info(jobs, job_id)  # one line for an unknown id
     return jobs.stop_job(job_id)
 
 
-def _check_exists(jobs, job_id: str) -> None:
+def _info(jobs, job_id: str):
     try:
-        jobs.get_job_info(job_id)
+        return jobs.get_job_info(job_id)
     except Exception as err:
         raise ConfigError(f"job {job_id}: {_line(err)}") from None
 

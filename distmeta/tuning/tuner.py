@@ -293,8 +293,5 @@ def _cell(value) -> str:
 
 
 def _spec_params(spec: TuneSpec) -> dict:
-    return {"space": json.dumps({k: {d.kind: d.values} for k, d in spec.space.items()}), "metric": spec.metric,
-            "mode": spec.mode, "samples": spec.samples, "scheduler": spec.scheduler,
-            "scheduler_options": json.dumps(spec.scheduler_options), "searcher": spec.searcher,
-            "max_concurrent": spec.max_concurrent, "time_budget_minutes": spec.time_budget_minutes, "seed": spec.seed,
-            "base": json.dumps(spec.base)}
+    """The spec as MLflow params: structured values as JSON."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in spec.to_dict().items()}
