@@ -120,9 +120,9 @@ def down(folder, timeout: float = 10) -> list[str]:
 
 def _start(state: dict, name: str, command: list[str]) -> None:
     env = {**os.environ, **_process_env(state)}
-    log = open(Path(state["folder"]) / "logs" / f"{name}.log", "ab")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)  # its own process group: down ends it and its children
+    with open(Path(state["folder"]) / "logs" / f"{name}.log", "ab") as log:  # the child keeps its own copy
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)  # its own process group: down ends it and its children
     state["processes"][name] = process.pid
     _write(Path(state["folder"]), state)
 

@@ -56,11 +56,6 @@ def join(location, *parts: str) -> str:
     return posixpath.join(base, *parts) + (f"?{query}" if query else "")
 
 
-def exists(location) -> bool:
-    fs, path = resolve(location)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
 @contextlib.contextmanager
 def local_copy(location):
     """A local path holding ``location`` (a file or a folder): itself when local, else a temporary copy."""
