@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError
-from distmeta.config import METRIC_BASED, ConfigError, describe, resolve
+from distmeta.config import BATCH_NORM, METRIC_BASED, ConfigError, describe, resolve
 from distmeta.data.dataset import DataError
 
 EXIT_USAGE = 2
@@ -24,6 +24,7 @@ EXIT_USAGE = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distmeta", description="Distributed meta-learning on Ray, tracked in MLflow.")
+    parser.add_argument("--version", action="version", version=f"distmeta {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="meta-train (defaults: MAML on sinusoid regression)",
@@ -109,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shots", type=int, help="K of the test episodes (default: the run's test_shots)")
     evaluate.add_argument("--queries", type=int, help="query images per class (default: the run's queries)")
     evaluate.add_argument("--dataset", help="test on every class of this Parquet file (default: the run's test split)")
+    evaluate.add_argument("--rotations", action=argparse.BooleanOptionalAction,
+                          help="add each test class rotated by 90, 180, 270 degrees as new classes (default: as trained)")
+    evaluate.add_argument("--batch-norm", choices=BATCH_NORM, default="transductive",
+                          help="transductive (default, the papers' protocol): queries normalised with their own batch's "
+                               "statistics; frozen: with the support set's, each query on its own, as generated models answer")
     _common(evaluate)
 
     generate = commands.add_parser("generate", help="adapt a meta-model to a new task's examples; register the model in MLflow")
@@ -124,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--parallel", type=int, default=0, metavar="N",
                           help="adapt many tasks as Ray tasks, N at a time (default 0: one after another, in this process)")
     generate.add_argument("--address", help="Ray cluster for adapting many tasks in parallel (default: a local one)")
+    generate.add_argument("--batch-norm", choices=BATCH_NORM, default="frozen",
+                          help="frozen (default): the support set's statistics, each input answered on its own; "
+                               "transductive: each request's own statistics, as in the papers' protocol")
     _common(generate)
 
     data = commands.add_parser("data", help="import an image dataset into one Parquet file, or describe one")
@@ -173,6 +182,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `distmeta data info FILE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("distmeta")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _interrupt(signum, frame):
@@ -336,17 +357,28 @@ def _at_least(args, **minimums) -> None:
 def _evaluate(args) -> int:
     _at_least(args, episodes=1, steps=0, ways=2, shots=1, queries=1)
     flags = {"episodes": "eval_episodes", "steps": "test_inner_steps", "ways": "test_ways", "shots": "test_shots",
-             "queries": "queries", "dataset": "test_dataset"}
+             "queries": "queries", "dataset": "test_dataset", "rotations": "rotations"}
     overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
     from distmeta.training.run import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, overrides, args.tracking_uri)
+    result = evaluate_checkpoint(args.checkpoint, overrides, args.tracking_uri, args.batch_norm)
     episode = f"{result['ways']}-way {result['shots']}-shot " if "ways" in result else ""
-    print(f"{_results(episode, result.get('all', {'': result}), _adaptation(result['algorithm'], result['inner_steps']))} "
-          f"(95% CI, {result['episodes']} tasks)")
+    adaptation = _adaptation(result["algorithm"], result.get("inner_steps", 0))
+    print(f"{_results('held-out ' + episode, result.get('all', {'': result}), adaptation)} "
+          f"(95% CI, {result['episodes']} tasks{_protocol(result)})")
+    if args.dataset and args.rotations is None and result.get("rotations"):
+        print(f"note: as in training, {args.dataset}'s classes were each also rotated by 90, 180 and 270 degrees "
+              "as new classes; --no-rotations tests without", file=sys.stderr)
     if args.json:
         print(_json(result))
     return 0
+
+
+def _protocol(result: dict) -> str:
+    """``, batch norm: ...`` of an image evaluation: which statistics normalised the queries."""
+    meaning = {"transductive": "each query batch's own statistics, the papers' protocol",
+               "frozen": "the support set's statistics, each query on its own"}
+    return f"; batch norm: {meaning[result['batch_norm']]}" if "batch_norm" in result else ""
 
 
 def _generate(args) -> int:
@@ -355,7 +387,8 @@ def _generate(args) -> int:
     from distmeta.training.generate import generate
 
     result = generate(args.meta_model, args.support, steps=args.steps, name=args.name, name_per_task=args.name_per_task,
-                      parallel=args.parallel, address=args.address, tracking_uri=args.tracking_uri)
+                      parallel=args.parallel, address=args.address, tracking_uri=args.tracking_uri,
+                      batch_norm=args.batch_norm)
     for model in result["models"]:
         fit = ", ".join(f"{k} {v:.4g}" for k, v in model["support_fit"].items())
         print(f"registered {model['model_uri']}: task {model['task']}, {model['support_size']} examples, support {fit}")

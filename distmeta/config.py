@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet", "bmaml", "emaml", "rl2")
+BATCH_NORM = ("transductive", "frozen")  # which statistics normalise queries: their batch's, or the support set's
 METRIC_BASED = ("protonet", "matchingnet")  # no inner loop: classify by distances in an embedding
 PARTICLE_BASED = ("bmaml", "emaml")  # the meta-parameters are a stack of model particles
 TASKS = ("sinusoid", "noisy_sinusoid", "fewshot", "random_episodes", "bandit", "tabular_mdp")

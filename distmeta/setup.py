@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
+from distmeta.algorithms.base import adapt_to_support
 from distmeta.checkpoint import Checkpoint, CheckpointError
 from distmeta.config import REGRESSION, REINFORCEMENT, Config
 from distmeta.data.dataset import ImageDataset
@@ -92,12 +93,15 @@ def without_data(config: Config, input_shape) -> object:
     return RandomEpisodes(config.ways, config.shots, config.queries, tuple(input_shape))
 
 
-def adapt_support(config: Config, input_shape, meta_params: dict, support_x, support_y, steps: int):
-    """(task params, fit) of a new task: the algorithm's adaptation to its support set, and how well
-    the result fits that support set (loss and the task's metric). What ``distmeta generate`` serves."""
+def adapt_support(config: Config, input_shape, meta_params: dict, support_x, support_y, steps: int,
+                  batch_norm: str = "frozen"):
+    """(task params, fit) of a new task: the algorithm's adaptation to its support set (with its batch-norm
+    statistics frozen in, by default), and how well the result fits that support set (loss and the task's
+    metric), scored as the served model answers. What ``distmeta generate`` serves."""
     tasks = without_data(config, input_shape)
-    _, _, algorithm = learner(config, tasks)
-    task_params = {k: v.detach() for k, v in algorithm.adapt(meta_params, support_x, support_y, steps).items()}
+    model, _, algorithm = learner(config, tasks)
+    task_params = adapt_to_support(algorithm, model, meta_params, support_x, support_y, steps, batch_norm)
+    task_params = {k: v.detach() for k, v in task_params.items()}
     with torch.no_grad():
         prediction = algorithm.predict(task_params, support_x)
         if support_y.dtype == torch.int64:  # classes: score as the served model does, over the support's N classes

@@ -1,5 +1,7 @@
 """`distmeta generate` end to end: real training runs, a real MLflow registry, a real model server."""
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ import torch
 from PIL import Image
 
 from distmeta import load_checkpoint
+from distmeta.algorithms.base import adapt_to_support
 from distmeta.cli import main
 from distmeta.data import write_dataset
 from distmeta.data.support import read_support
@@ -92,7 +95,7 @@ def test_a_generated_sine_model_fits_its_task(sine_meta, tmp_path, tracking_uri,
     checkpoint = load_checkpoint(out)
     config = checkpoint.config
     model, apply, algorithm = learner(config, without_data(config, (1,)))
-    setup = type("Setup", (), {"tasks": Sinusoid(), "algorithm": algorithm, "execution": "vmap"})
+    setup = type("Setup", (), {"tasks": Sinusoid(), "model": model, "algorithm": algorithm, "execution": "vmap"})
     as_tensor = lambda frame, column: torch.tensor(frame[column].to_numpy(), dtype=torch.float32).unsqueeze(1)
     task = Task(*(t.unsqueeze(0) for t in (as_tensor(pd.read_csv(support), "x"), as_tensor(pd.read_csv(support), "y"),
                                             as_tensor(new, "x"), as_tensor(new, "y"))))
@@ -136,6 +139,12 @@ def write_task(root, classes, per_class, seed=0):
     return np.concatenate(chosen)  # 3 unseen queries per class
 
 
+def png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("algorithm, ways", [("protonet", 5), ("matchingnet", 5), ("fomaml", 5), ("metasgd", 5),
                                              ("fomaml", 3)])  # 3 classes on a 5-way head: the first 3 outputs
 def test_a_generated_image_model_predicts_as_the_adapted_model(glyph_meta, algorithm, ways, tmp_path, tracking_uri,
@@ -153,14 +162,22 @@ def test_a_generated_image_model_predicts_as_the_adapted_model(glyph_meta, algor
     assert client.get_model_version(result["name"], result["version"]).tags["distmeta.meta_model"].endswith(
         f"(models:/{meta_uri.rsplit('/', 1)[-1]})")  # the alias, and the logged model it pointed to
     frame = pd.DataFrame({"image": list((queries.reshape(len(queries), -1) / 255.0))})
-    served = mlflow.pyfunc.load_model(result["model_uri"]).predict(frame)
+    generated = mlflow.pyfunc.load_model(result["model_uri"])
+    served = generated.predict(frame)
+    # each image answered on its own (frozen batch norm): alone, or as PNG bytes, as in the batch
+    alone = pd.concat([generated.predict(frame.iloc[[i]]) for i in range(len(frame))])
+    assert list(alone["label"]) == list(served["label"])
+    assert np.allclose(np.stack(alone["probabilities"]), np.stack(served["probabilities"]), atol=1e-5)
+    as_files = generated.predict(pd.DataFrame({"image_bytes": [png(q[0]) for q in queries]}))
+    assert np.allclose(np.stack(as_files["probabilities"]), np.stack(served["probabilities"]), atol=1e-6)
     # in-process: the algorithm's own adaptation and prediction
     checkpoint = load_checkpoint(out)
     config = checkpoint.config
-    _, _, algo = learner(config, without_data(config, checkpoint.input_shape))
+    model, _, algo = learner(config, without_data(config, checkpoint.input_shape))
     support = torch.from_numpy(np.stack([np.asarray(Image.open(tmp_path / "task" / f"char{c}" / "0.png"))
                                          for c in range(30, 30 + ways)])).float().div(255).unsqueeze(1)
-    task_params = algo.adapt(checkpoint.params, support, torch.arange(ways), config.test_inner_steps)
+    task_params = adapt_to_support(algo, model, checkpoint.params, support, torch.arange(ways), config.test_inner_steps,
+                                   "frozen")
     with torch.no_grad():
         logits = algo.predict(task_params, torch.from_numpy(queries).float().div(255))[:, :ways]
     expected = torch.softmax(logits, -1).numpy()
@@ -215,10 +232,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mlflow_serves_a_generated_model_over_http(sine_meta, tmp_path, tracking_uri, capsys):
-    out, _, _ = sine_meta
-    sine(10, seed=5).to_csv(tmp_path / "s.csv", index=False)
-    code, result = cli(capsys, "generate", "--meta-model", out, "--support", tmp_path / "s.csv", "--name", "served",
+def test_mlflow_serves_a_generated_image_model_over_http(glyph_meta, tmp_path, tracking_uri, capsys):
+    out, _, _ = glyph_meta["protonet"]
+    queries = write_task(tmp_path / "task", range(30, 35), per_class=1)
+    code, result = cli(capsys, "generate", "--meta-model", out, "--support", tmp_path / "task", "--name", "served",
                        "--tracking-uri", tracking_uri, "--json")
     assert code == 0
     port = free_port()
@@ -237,14 +254,18 @@ def test_mlflow_serves_a_generated_model_over_http(sine_meta, tmp_path, tracking
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "the model server did not start"
                 time.sleep(0.5)
-        body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[-2.0], [0.0], [3.5]]}}).encode()
+        files = [[base64.b64encode(png(q[0])).decode()] for q in queries]  # PNG files, as `curl` users send them
+        body = json.dumps({"dataframe_split": {"columns": ["image_bytes"], "data": files}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
     finally:
         server.terminate()
         server.wait(timeout=30)
-    expected = mlflow.pyfunc.load_model(result["model_uri"]).predict(pd.DataFrame({"x": [-2.0, 0.0, 3.5]}))["y"]
-    assert [row["y"] for row in answer["predictions"]] == pytest.approx(list(expected), abs=1e-9)
+    pixels = pd.DataFrame({"image": list(queries.reshape(len(queries), -1) / 255.0)})
+    expected = mlflow.pyfunc.load_model(result["model_uri"]).predict(pixels)
+    assert [row["label"] for row in answer["predictions"]] == list(expected["label"])
+    assert np.allclose([row["probabilities"] for row in answer["predictions"]], np.stack(expected["probabilities"]),
+                       atol=1e-6)
 
 
 @pytest.mark.parametrize("support, meta, message", [

@@ -31,6 +31,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch.func import vmap
 
+from distmeta.models.normalization import support_statistics
+
 Params = dict[str, torch.Tensor]
 
 SUPPORT = "support:"  # task-params entries that summarise a support set (prototypes, memory), not weights
@@ -53,6 +55,16 @@ class Algorithm(NamedTuple):
     adapt: Callable | None
     predict: Callable | None
     score: Callable | None = None
+
+
+def adapt_to_support(algorithm: Algorithm, model, meta_params: Params, support_x, support_y, steps: int,
+                     batch_norm: str = "transductive") -> Params:
+    """``algorithm.adapt``, plus with ``batch_norm="frozen"`` the support set's batch-norm statistics
+    (``models.normalization``), so that the adapted model answers each input on its own."""
+    task_params = algorithm.adapt(meta_params, support_x, support_y, steps)
+    if batch_norm == "frozen":
+        task_params = {**task_params, **support_statistics(model, without_support(task_params), support_x)}
+    return task_params
 
 
 def meta_gradients(algorithm: Algorithm, meta_params: Params, tasks, execution: str = "vmap"):

@@ -105,14 +105,15 @@ def _shown(resources: dict) -> str:
     return " + ".join(f"{v:g} {k}" for k, v in resources.items())
 
 
-def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int, at_once: int) -> list:
+def adapt_in_parallel(config, input_shape, meta_params: dict, supports: list, steps: int, at_once: int,
+                      batch_norm: str = "frozen") -> list:
     """``setup.adapt_support`` of every support set as Ray tasks of one CPU each, ``at_once`` at a time."""
     adapt = ray.remote(num_cpus=1)(adapt_support)
     shared = ray.put(meta_params)  # once, not once per task
     results = []
     for start in range(0, len(supports), at_once):
         chunk = supports[start : start + at_once]
-        results += ray.get([adapt.remote(config, input_shape, shared, s.x, s.y, steps) for s in chunk])
+        results += ray.get([adapt.remote(config, input_shape, shared, s.x, s.y, steps, batch_norm) for s in chunk])
     return results
 
 

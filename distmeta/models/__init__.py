@@ -53,7 +53,12 @@ def model_params(model: nn.Module, meta_params: dict) -> dict[str, torch.Tensor]
 
 
 def apply_fn(model: nn.Module):
-    """``(params, *inputs) -> output`` for ``model`` (inputs: ``x``, or RL^2's ``x, h``)."""
+    """``(params, *inputs) -> output`` for ``model`` (inputs: ``x``, or RL^2's ``x, h``).
+
+    The model is put in eval mode, where batch norm still uses batch statistics
+    unless ``params`` carries frozen ones (``normalization.support_statistics``).
+    """
+    model.eval()
 
     def apply(params, *inputs):
         return functional_call(model, params, inputs)

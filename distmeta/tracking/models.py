@@ -61,8 +61,12 @@ def head_of(algorithm: str, task: str, adapted: bool) -> str:
 def write_model(folder: Path, model: nn.Module, tensors: dict, head: str, input_shape, classes=()) -> None:
     """``model.json`` and ``params.safetensors`` of a servable model in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    from distmeta.models.normalization import STATISTICS, batch_norm_layers
+
+    frozen = any(k.endswith(STATISTICS) for k in tensors)
     spec = {"format": 1, "network": network_spec(model), "head": head, "input_shape": list(input_shape),
-            "classes": [str(c) for c in classes]}
+            "classes": [str(c) for c in classes],
+            **({"batch_norm": "frozen" if frozen else "transductive"} if batch_norm_layers(model) else {})}
     (folder / "model.json").write_text(json.dumps(spec, indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / "params.safetensors"))
 
@@ -77,16 +81,31 @@ def input_example(x: torch.Tensor) -> pd.DataFrame:
 def log_model(folder: Path, name: str, example: pd.DataFrame, checkpoint: str | None = None):
     """Log the model in ``folder`` to the active run; returns MLflow's ModelInfo.
 
-    The signature is inferred by running the model on ``example``.
+    The signature is inferred by running the model on ``example``; an image
+    model's input is either ``image`` (pixels) or ``image_bytes`` (image
+    files, which MLflow's server base64-decodes because the column is binary).
     """
     artifacts = {"model": str(folder), **({"checkpoint": checkpoint} if checkpoint else {})}
+    signature = None
+    if "image" in example.columns:
+        from mlflow.models import ModelSignature, infer_signature
+        from mlflow.types import ColSpec, DataType, Schema
+
+        inferred = infer_signature(example)
+        pixels = inferred.inputs.inputs[0]
+        signature = ModelSignature(Schema([ColSpec(pixels.type, "image", required=False),
+                                           ColSpec(DataType.binary, "image_bytes", required=False)]))
     return mlflow.pyfunc.log_model(name=name, python_model=str(SERVED), artifacts=artifacts, input_example=example,
-                                   pip_requirements=PIP_REQUIREMENTS)
+                                   signature=signature, pip_requirements=PIP_REQUIREMENTS)
 
 
 def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes: int) -> dict:
-    """What a generated model stores: the adapted weights, and the support summary cut to its ``classes``."""
+    """What a generated model stores: the adapted weights, any frozen batch-norm statistics, and the
+    support summary cut to its ``classes``."""
+    from distmeta.models.normalization import STATISTICS
+
     tensors = served_weights(algorithm, model, task_params)
+    tensors.update({k: v for k, v in task_params.items() if k.endswith(STATISTICS)})
     if algorithm == "protonet":
         tensors["support:prototypes"] = task_params["support:prototypes"][:classes]
     if algorithm == "matchingnet":

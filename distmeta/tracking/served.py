@@ -7,19 +7,26 @@ as a tree of torch layers, the head, the input shape, class names) and
 ``params.safetensors`` (the network's weights, and for metric-based learners
 the support set's prototypes or memory under ``support:`` keys).
 
-Input: a DataFrame with column ``x`` (regression) or ``image`` (each row the
-C*H*W pixels in [0, 1], row-major, as a list). Output: ``y``; for Bayesian
+Input: a DataFrame with column ``x`` (regression), or for an image model
+``image`` (each row the C*H*W pixels in [0, 1], row-major, as a list) or
+``image_bytes`` (each row a PNG or JPEG file's bytes; base64 in a JSON
+request), decoded, converted and resized with Lanczos as ``distmeta data
+import`` does. Output: ``y``; for Bayesian
 and ensemble MAML's particles (weights stacked on a leading dimension, each
 with its Gaussian noise), ``y`` and ``std``, the mean and standard deviation
 of the particles' predictive mixture; or ``label``
 (a class name of the support set) and ``probabilities`` (one per class, in
 ``classes`` order); or ``embedding`` for an unadapted metric-based meta-model.
-Batch norm uses the statistics of the batch it is given, as in training:
-send an image model a batch of queries, not one image at a time.
+Batch norm: a generated image model stores the support set's statistics
+(``model.json`` ``"batch_norm": "frozen"``, the default of ``distmeta
+generate``) and answers each image on its own; generated with
+``--batch-norm transductive`` (and the meta-model) it normalises each request
+with the request's own statistics, as in training.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -31,6 +38,7 @@ import torch
 from torch import nn
 
 SUPPORT = "support:"
+IMAGE_BYTES = "image_bytes"
 NOISE = "likelihood:log_std"  # each particle's Gaussian noise (log sd), beside its stacked weights
 LOG_STD_MIN = math.log(1e-3)  # as in training
 LAYERS = {
@@ -69,16 +77,19 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
         folder = Path(context.artifacts["model"])
         self.spec = json.loads((folder / "model.json").read_text())
         tensors = load_file(folder / "params.safetensors")
-        self.net = network(self.spec["network"])
+        self.net = network(self.spec["network"]).eval()  # eval: batch norm uses the frozen statistics, if stored
         if self.spec["head"] == "particles":  # weights stay stacked; applied one particle at a time
             self.particles = tensors
             return
-        self.net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(SUPPORT)})
+        self.weights = {k: v for k, v in tensors.items() if not k.startswith(SUPPORT)}
         self.support = {k[len(SUPPORT):]: v for k, v in tensors.items() if k.startswith(SUPPORT)}
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         column = "image" if len(self.spec["input_shape"]) == 3 else "x"
-        rows = np.stack([np.asarray(value, dtype=np.float32).reshape(-1) for value in model_input[column]])
+        if column == "image" and IMAGE_BYTES in model_input.columns:
+            rows = np.stack([self.decode(value) for value in model_input[IMAGE_BYTES]])
+        else:
+            rows = np.stack([np.asarray(value, dtype=np.float32).reshape(-1) for value in model_input[column]])
         size = int(np.prod(self.spec["input_shape"]))
         if rows.shape[1] != size:
             raise ValueError(f"each {column!r} must hold {size} values ({'x'.join(map(str, self.spec['input_shape']))}), "
@@ -86,7 +97,7 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
         x = torch.from_numpy(rows).reshape(len(rows), *self.spec["input_shape"])
         with torch.no_grad():
             head = self.spec["head"]
-            output = None if head == "particles" else self.net(x)
+            output = None if head == "particles" else torch.func.functional_call(self.net, self.weights, (x,))
             if head == "regression":
                 return pd.DataFrame({"y": output[:, 0].numpy().astype(np.float64)})
             if head == "particles":
@@ -98,6 +109,17 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
             probabilities = torch.softmax(scores(head, output, self.support)[:, : len(classes)], dim=-1)
         return pd.DataFrame({"label": [classes[i] for i in probabilities.argmax(-1).tolist()],
                              "probabilities": list(probabilities.numpy().astype(np.float64))})
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """An image file's pixels in [0, 1], C*H*W: greyscale or RGB, resized with Lanczos, as at import."""
+        from PIL import Image
+
+        channels, height, width = self.spec["input_shape"]
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            pixels = np.asarray(image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.LANCZOS))
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return pixels.reshape(-1).astype(np.float32) / 255
 
     def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and sd of the equal mixture of the particles' Gaussians N(net_m(x), sd_m^2)."""

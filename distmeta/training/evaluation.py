@@ -3,6 +3,12 @@
 Test tasks come from their own seed stream (``tasks.TEST``), so they are never
 tasks seen in training or validation; the result is the mean over tasks with a
 95% confidence interval (1.96 standard errors), as papers report it.
+
+Batch norm (Conv4) is scored one of two ways: ``transductive``, the papers'
+protocol, normalises the query set with its own statistics, so a query's
+prediction depends on the other queries; ``frozen`` normalises every query
+with the support set's statistics, each query on its own, as a generated
+model answers.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 from torch.func import vmap
 
 from distmeta.algorithms import plain_autograd
+from distmeta.algorithms.base import adapt_to_support
 from distmeta.tasks import TEST, task_seeds
 from distmeta.tasks.predictive import moments
 
@@ -35,14 +42,15 @@ def summarize(metric: str, values: torch.Tensor) -> Summary:
     return Summary(metric, values.mean().item(), 1.96 * std / math.sqrt(n), n)
 
 
-def adapted_metrics(setup, meta_params, tasks, steps: int) -> dict[str, torch.Tensor]:
+def adapted_metrics(setup, meta_params, tasks, steps: int, batch_norm: str = "transductive") -> dict[str, torch.Tensor]:
     """Per-task metrics after adaptation for a batch of tasks: ``{name: (T,)}``."""
     algorithm = setup.algorithm
 
     def one(task):
         if algorithm.score is not None:
             return algorithm.score(meta_params, task, steps)
-        task_params = algorithm.adapt(meta_params, task.support_x, task.support_y, steps)
+        task_params = adapt_to_support(algorithm, setup.model, meta_params, task.support_x, task.support_y, steps,
+                                       batch_norm)
         metrics = setup.tasks.metrics(algorithm.predict(task_params, task.query_x), task.query_y)
         return {k: v.detach() for k, v in metrics.items()}
 
@@ -54,7 +62,7 @@ def adapted_metrics(setup, meta_params, tasks, steps: int) -> dict[str, torch.Te
 
 
 def evaluate_all(setup, meta_params, split: int, episodes: int, steps: int | None = None,
-                 chunk: int = 200) -> dict[str, Summary]:
+                 chunk: int = 200, batch_norm: str = "transductive") -> dict[str, Summary]:
     """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``):
     every metric the task reports (e.g. MSE, NLL and coverage for Bayesian MAML), as mean +- 95% CI."""
     steps = setup.config.test_inner_steps if steps is None else steps
@@ -63,7 +71,7 @@ def evaluate_all(setup, meta_params, split: int, episodes: int, steps: int | Non
     values: dict[str, list] = {}
     for start in range(0, episodes, chunk):
         batch = tasks.sample_batch(seeds[start : start + chunk])
-        for name, value in adapted_metrics(setup, meta_params, batch, steps).items():
+        for name, value in adapted_metrics(setup, meta_params, batch, steps, batch_norm).items():
             values.setdefault(name, []).append(value)
     return {name: summarize(name, torch.cat(parts)) for name, parts in values.items()}
 

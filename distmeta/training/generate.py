@@ -29,10 +29,12 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # safe as a registered model n
 
 def generate(meta_model: str, support: str, *, steps: int | None = None, name: str | None = None,
              name_per_task: bool = False, parallel: int = 0, address: str | None = None,
-             tracking_uri: str | None = None) -> dict:
+             tracking_uri: str | None = None, batch_norm: str = "frozen") -> dict:
     """Adapt ``meta_model`` to every task in ``support`` and register each result; a summary of the new versions.
 
-    ``parallel`` > 0 adapts the tasks as Ray tasks, at most that many at once.
+    ``parallel`` > 0 adapts the tasks as Ray tasks, at most that many at once. ``batch_norm="frozen"``
+    stores the support set's batch-norm statistics in an image model, so it answers each image on its
+    own; ``"transductive"`` leaves it normalising each request with the request's own statistics.
     """
     from distmeta.tracking import tracked_run, use_store
     from distmeta.tracking.models import fetch_meta_model
@@ -51,9 +53,11 @@ def generate(meta_model: str, support: str, *, steps: int | None = None, name: s
         _check_classes(config, supports, support)
         names = _names(name or f"{config.algorithm}-{config.task}", supports, name_per_task)
         steps = 0 if config.algorithm in METRIC_BASED else config.test_inner_steps if steps is None else steps
-        adapted = _adapt(config, shape, checkpoint.params, supports, steps, parallel, address)
+        adapted = _adapt(config, shape, checkpoint.params, supports, steps, parallel, address, batch_norm)
         tags = {"distmeta.meta_model": source, "distmeta.source_run_id": checkpoint.run_id or "",
                 "distmeta.algorithm": config.algorithm, "distmeta.adaptation_steps": steps}
+        if len(shape) == 3:
+            tags["distmeta.batch_norm"] = batch_norm
         use_store(config.experiment, tracking_uri)
         with tracked_run(config.experiment, f"generate-{names[0]}", tracking_uri, tags=tags) as tracker:
             tracker.log_params({"meta_model": meta_model, "support": str(support), "steps": steps, "tasks": len(supports)})
@@ -93,15 +97,15 @@ def _names(name: str, supports, per_task: bool) -> list[str]:
     return names
 
 
-def _adapt(config, shape, meta_params, supports, steps, parallel: int, address) -> list:
+def _adapt(config, shape, meta_params, supports, steps, parallel: int, address, batch_norm: str) -> list:
     """Adapt every support set: in this process, or as Ray tasks on the cluster at ``address``."""
     if parallel > 0 and len(supports) > 1:
         from distmeta.distributed import adapt_in_parallel, connect
 
         connect(address)
-        results = adapt_in_parallel(config, shape, meta_params, supports, steps, parallel)
+        results = adapt_in_parallel(config, shape, meta_params, supports, steps, parallel, batch_norm)
     else:
-        results = [adapt_support(config, shape, meta_params, s.x, s.y, steps) for s in supports]
+        results = [adapt_support(config, shape, meta_params, s.x, s.y, steps, batch_norm) for s in supports]
     for task, (params, _) in zip(supports, results):
         if not all(v.isfinite().all() for v in params.values()):
             raise ConfigError(f"adapting to task {task.name} diverged (non-finite parameters); try fewer --steps")

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 
 from distmeta.checkpoint import latest_checkpoint, load_checkpoint, write_config
-from distmeta.config import CLASSIFICATION, REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
+from distmeta.config import CLASSIFICATION, METRIC_BASED, REGRESSION, REINFORCEMENT, Config, ConfigError, from_dict
 from distmeta.setup import build
 from distmeta.storage import absolute, is_uri, local_copy
 from distmeta.tasks import TEST, VALIDATION, task_seeds
@@ -232,12 +232,13 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
-def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) -> dict:
+def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None, batch_norm: str = "transductive") -> dict:
     """Meta-test a checkpoint on fresh test tasks, as its own MLflow run.
 
     ``overrides`` changes the protocol, never the model: ``eval_episodes``,
     ``test_inner_steps``, ``test_ways``, ``test_shots``, ``queries``,
-    ``test_dataset`` (validated as any config is).
+    ``test_dataset``, ``rotations`` (validated as any config is). ``batch_norm``:
+    ``transductive`` (the papers' protocol) or ``frozen`` (as generated models answer).
     """
     from distmeta.tracking import tracked_run
 
@@ -249,12 +250,16 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None) 
     meta_params = unflatten(flat, setup.spec)
     tags = {"distmeta.checkpoint": absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
-        protocol = {"episodes": config.eval_episodes, "inner_steps": config.test_inner_steps}
+        protocol = {"episodes": config.eval_episodes}
+        if config.algorithm not in METRIC_BASED and config.algorithm != "rl2":
+            protocol["inner_steps"] = config.test_inner_steps
         if config.task in CLASSIFICATION:
             protocol.update(ways=config.test_ways or config.ways, shots=config.test_shots or config.shots,
                             queries=config.queries, dataset=config.test_dataset or config.dataset)
+        if config.task == "fewshot":
+            protocol.update(rotations=config.rotations, batch_norm=batch_norm)
         tracker.log_params({"checkpoint": checkpoint.path, "algorithm": config.algorithm, **protocol})
-        summaries = evaluate_all(setup, meta_params, TEST, config.eval_episodes)
+        summaries = evaluate_all(setup, meta_params, TEST, config.eval_episodes, batch_norm=batch_norm)
         tracker.log_metrics(_test_metrics(summaries), checkpoint.step)
         summary = summaries[setup.tasks.metric]
         extra = {"all": {k: v._asdict() for k, v in summaries.items()}} if len(summaries) > 1 else {}
