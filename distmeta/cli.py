@@ -169,10 +169,15 @@ def main(argv=None) -> int:
     try:
         commands = {"train": _train, "tune": _tune, "submit": _submit, "jobs": _jobs, "cluster": _cluster,
                     "evaluate": _evaluate, "generate": _generate, "data": _data}
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return code
     except (ConfigError, CheckpointError, DataError) as err:
         print(f"distmeta: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `distmeta data info FILE | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except ConnectionError as err:  # e.g. no Ray cluster at --address
         print(f"distmeta: error: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
         return EXIT_USAGE
@@ -182,9 +187,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `distmeta data info FILE | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
-        return 0
 
 
 def _version() -> str:

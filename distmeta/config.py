@@ -201,6 +201,8 @@ def _check(f, value):
     if kind is list and isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        if kind is list and isinstance(value, str):  # `--set split_sizes=20,3,7`: show the YAML form
+            raise ConfigError(f"{f.name} must be a list in brackets, e.g. {f.name}=[{value}], got {value!r}")
         raise ConfigError(f"{f.name} must be {_type_name(f)}, got {value!r}")
     items = value if kind is list else [value]
     meta = f.metadata

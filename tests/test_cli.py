@@ -59,6 +59,8 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, trackin
     assert proc.returncode == 0, proc.stderr
     assert "maml sinusoid: step 30/30 (100%), loss " in proc.stderr and "tasks/s" in proc.stderr
     assert "\r" not in proc.stderr  # no redrawn bar filling a log
+    assert "validation at step 10: mse " in proc.stderr  # validation reaches the console
+    assert "INFO" not in proc.stderr and "Downloading artifacts" not in proc.stderr  # and MLflow's chatter does not
 
 
 def test_train_is_recorded_in_mlflow(trained, tracking_uri):
@@ -221,6 +223,15 @@ def test_existing_output_is_never_overwritten(trained, tracking_uri, capsys, mon
     assert "inner_lr is 0.5 but the checkpoint was trained with 0.01" in capsys.readouterr().err
     after = load_checkpoint(out).params
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_version_and_a_closed_pipe():
+    version = subprocess.run([sys.executable, "-m", "distmeta.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("distmeta ")
+    # the reader exits before distmeta writes (`| head` after its lines): no error, exit 0
+    piped = subprocess.run(f"{sys.executable} -m distmeta.cli train --help-config | true; echo ${{PIPESTATUS[0]}}",
+                           shell=True, executable="/bin/bash", capture_output=True, text=True)
+    assert piped.stderr == "" and piped.stdout.strip() == "0"
 
 
 def test_help_config_lists_keys(capsys):

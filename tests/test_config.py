@@ -42,6 +42,7 @@ def test_numpy_scalars_from_searchers_become_plain_values():
     ({"outer_lr": -1e-3}, "outer_lr must be > 0, got -0.001"),
     ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain, protonet, matchingnet, bmaml, emaml, rl2; got 'mamml' (did you mean 'maml'?)"),
     ({"hidden": [40, "x"]}, "hidden must be a list of ints, got [40, 'x']"),
+    ({"split_sizes": "20,3,7"}, "split_sizes must be a list in brackets, e.g. split_sizes=[20,3,7], got '20,3,7'"),
     ({"shots": 995, "queries": 10}, "shots + queries must be <= 1000 points per sinusoid task"),
     ({"inner_steps": True}, "inner_steps must be int, got True"),
     ({"task": "fewshot"}, "task=fewshot needs dataset=FILE.parquet (make one with `distmeta data import`)"),

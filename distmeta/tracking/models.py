@@ -10,6 +10,8 @@ and Matching Networks the support set's prototypes or memory.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -153,8 +155,17 @@ def register(folder: Path, registered_name: str, example: pd.DataFrame, tags: di
     """Log a generated model to the active run and register it as a new version of ``registered_name``,
     created with its tags in one call; (model info, version)."""
     info = log_model(folder, "model", example)
-    version = mlflow.register_model(info.model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})
-    return info, str(version.version)
+    return info, register_version(info.model_uri, registered_name, tags)
+
+
+def register_version(model_uri: str, registered_name: str, tags: dict) -> str:
+    """Register ``model_uri`` as a new version of ``registered_name`` with ``tags``; the version.
+
+    MLflow prints "Successfully registered ..." on stderr; distmeta's own line says it.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})
+    return str(version.version)
 
 
 def log_meta_model(checkpoint_location: str, name: str = "meta_model"):
@@ -193,5 +204,5 @@ def register_meta_model(checkpoint_location: str, registered_name: str, tags: di
             mlflow.log_artifacts(local, "meta_model_checkpoint")
         return {"model_uri": None, "registered_model": None, "version": None}
     info = log_meta_model(checkpoint_location)
-    version = mlflow.register_model(info.model_uri, registered_name, tags={k: str(v) for k, v in tags.items()})
-    return {"model_uri": info.model_uri, "registered_model": registered_name, "version": str(version.version)}
+    return {"model_uri": info.model_uri, "registered_model": registered_name,
+            "version": register_version(info.model_uri, registered_name, tags)}

@@ -16,14 +16,16 @@ from distmeta.storage import absolute
 
 
 class Tracker:
-    """Buffered metric logging into one MLflow run (one batch per flush)."""
+    """Buffered metric logging into one MLflow run: one batch per ``flush_every`` points, and at least
+    every ``flush_seconds``, so the MLflow UI follows a slow run live."""
 
-    def __init__(self, run_id: str, resumed: bool = False, flush_every: int = 500):
+    def __init__(self, run_id: str, resumed: bool = False, flush_every: int = 500, flush_seconds: float = 10.0):
         self.run_id = run_id
         self.resumed = resumed
         self.client = MlflowClient()
-        self.flush_every = flush_every
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._buffer: list[Metric] = []
+        self._flushed = time.monotonic()
 
     def log_params(self, params: dict) -> None:
         items = [Param(k, str(v)) for k, v in params.items()]
@@ -33,10 +35,11 @@ class Tracker:
     def log_metrics(self, metrics: dict, step: int) -> None:
         now = int(time.time() * 1000)
         self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if len(self._buffer) >= self.flush_every:
+        if len(self._buffer) >= self.flush_every or time.monotonic() - self._flushed >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
+        self._flushed = time.monotonic()
         while self._buffer:
             batch, self._buffer = self._buffer[:1000], self._buffer[1000:]
             self.client.log_batch(self.run_id, metrics=batch)

@@ -55,5 +55,13 @@ class Progress:
         return (f"{self.desc}: step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%){extra}, "
                 f"{elapsed:.0f} s{eta}")
 
+    def write(self, line: str) -> None:
+        """A line above a live bar, or in the plain stream; nothing when progress is off."""
+        if self.live:
+            self.bar.write(line, file=self.stream)
+        elif self.plain:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
     def close(self) -> None:
         self.bar.close()

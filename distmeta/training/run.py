@@ -179,21 +179,23 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
                 bar.set_postfix(_postfix(means))
                 window.clear()
             if config.val_every and step % config.val_every == 0 and not last:
-                _validate(trainer, output, tracker, report)
+                _validate(trainer, output, tracker, report, bar)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 trainer.save(output, tracker.run_id)
             bar.update(1)
             if last:  # the step budget or the time budget is spent
                 break
-    return {**stats, "validation": _validate(trainer, output, tracker, report)}
+    return {**stats, "validation": _validate(trainer, output, tracker, report, bar)}
 
 
-def _validate(trainer, output: str, tracker, report=None) -> dict | None:
-    """Validate on every metric and log them; None when the run has no validation classes."""
+def _validate(trainer, output: str, tracker, report=None, bar=None) -> dict | None:
+    """Validate on every metric, log them and show them; None when the run has no validation classes."""
     if trainer.setup.tasks_for(VALIDATION) is None:
         return None
     summaries = trainer.evaluate_all(VALIDATION, trainer.config.val_tasks)
     tracker.log_metrics({f"val_{name}": s.mean for name, s in summaries.items()}, trainer.step)
+    if bar is not None:
+        bar.write(f"validation at step {trainer.step}: " + ", ".join(map(str, summaries.values())))
     if report is not None:
         report(trainer.step, summaries, trainer.save(output, tracker.run_id))
     return summaries
