@@ -105,7 +105,7 @@ class Config:
     step_timeout: float = _key(900.0, "seconds a meta-step waits for its workers before the run fails (0: no limit)", min=0)
     # Execution and bookkeeping.
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)
-    threads: int = _key(0, "torch intra-op threads (0: torch's default)", min=0)
+    threads: int = _key(0, "torch intra-op threads (0: auto, 1 for MLP and GRU models, one per core for Conv4)", min=0)
     val_every: int = _key(1000, "validate every N steps (0: only at the end)", min=0)
     val_tasks: int = _key(200, "held-out validation tasks per validation", min=1)
     eval_episodes: int = _key(600, "held-out test tasks for the final result", min=1)

@@ -66,12 +66,25 @@ class Setup(NamedTuple):
 
 def build(config: Config, device: str = "cpu", dataset: ImageDataset | None = None) -> Setup:
     """Everything a run needs; a few-shot ``dataset`` already in memory is used instead of reading the file."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
     tasks = make_tasks(config, TRAIN, dataset)
     model, apply, algorithm = learner(config, tasks)
+    torch.set_num_threads(config.threads or auto_threads(model))
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
     return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
+
+
+TORCH_THREADS = torch.get_num_threads()  # torch's own default: one per core
+
+
+def auto_threads(model: nn.Module) -> int:
+    """Intra-op threads for ``threads: 0``: one for the small MLP and GRU, torch's default for Conv4.
+
+    benchmarks/threads.py: a sinusoid MAML step gains nothing from a second
+    thread on a quiet 2-core machine and is several times slower with it when
+    another process keeps a core busy (threads wait for each other); Conv4's
+    convolutions are large enough to use every core.
+    """
+    return 1 if isinstance(model, (MLP, RecurrentPolicy)) else TORCH_THREADS
 
 
 def learner(config: Config, tasks) -> tuple[nn.Module, object, Algorithm]:

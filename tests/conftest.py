@@ -68,3 +68,19 @@ def glyph_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "glyphs.parquet"
     write_dataset(path, images, labels, GLYPH_NAMES, GLYPH_GROUPS, metadata={"name": "glyphs"})
     return path
+
+
+def start_local_ray(**options) -> None:
+    """``ray.init`` of a local cluster, tried twice: Ray gives a node 30 s (fixed) to register, which a
+    heavily loaded machine can miss ("The current node timed out during startup")."""
+    import ray
+
+    ray.shutdown()  # in case an earlier in-process test left one running
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local", log_to_driver=False, logging_level="ERROR", **options)
+            return
+        except Exception as err:
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(err):
+                raise

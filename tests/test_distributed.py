@@ -16,14 +16,14 @@ from distmeta import TEST, MetaTrainer, resolve
 from distmeta.distributed import release, reserve, start_server, start_workers
 from distmeta.setup import build
 from distmeta.training.distributed import DistributedTrainer
+from conftest import start_local_ray
 
 BASE = ["steps=20", "meta_batch_size=8", "seed=5", "val_every=0"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.shutdown()  # in case an earlier in-process test left one running
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    start_local_ray(num_cpus=4, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -19,6 +19,7 @@ from distmeta.config import ConfigError
 from distmeta.tracking import child_runs
 from distmeta.tuning import load_spec
 from distmeta.tuning.tuner import tune_run
+from conftest import start_local_ray
 
 TINY = {"steps": 80, "val_every": 20, "val_tasks": 50, "eval_episodes": 20, "checkpoint_every": 0, "meta_batch_size": 8,
         "seed": 3}
@@ -34,8 +35,7 @@ def write_spec(folder: Path, name: str = "spec", **fields) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.shutdown()
-    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False, logging_level="ERROR")
+    start_local_ray(num_cpus=4, include_dashboard=True)
     yield
     ray.shutdown()
 

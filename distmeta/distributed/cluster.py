@@ -74,17 +74,15 @@ def start_server(config, spec, flat, optimizer_state, step, group):
     return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
 
 
-def start_workers(config, group, first: int, dataset=None):
+def start_workers(config, group, first: int):
     """One MetaWorker per ``config.workers`` (see ``start_worker``)."""
-    return [start_worker(config, group, first + index, dataset) for index in range(config.workers)]
+    return [start_worker(config, group, first + index) for index in range(config.workers)]
 
 
-def start_worker(config, group, bundle: int, dataset=None):
+def start_worker(config, group, bundle: int):
     """A MetaWorker in ``bundle`` of the run's placement group; a dead one restarts and Ray re-runs its calls.
 
-    ``dataset`` is an object reference to the few-shot images (``ray.put``
-    once by the driver): each node fetches it once into its object store, and
-    the workers there map its arrays without copying.
+    The few-shot images come with each ``compute`` call (``MetaWorker.compute``).
 
     ``where`` runs in its own concurrency group, so a liveness check never
     queues behind a long ``compute``.
@@ -93,7 +91,7 @@ def start_worker(config, group, bundle: int, dataset=None):
         num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=-1,
         scheduling_strategy=_bundle(group, bundle),
     )
-    return actor.remote(config.to_dict(), dataset)
+    return actor.remote(config.to_dict())
 
 
 def _bundle(group, index: int) -> PlacementGroupSchedulingStrategy:

@@ -41,14 +41,14 @@ class DistributedTrainer:
         self.group, self.first_bundle = reserve(config)  # fails (or waits) before anything else is done
         if dataset is None and config.task == "fewshot":
             dataset = ray.put(load_training_data(config))  # into the object store once, for every worker
-        self.dataset = dataset
+        self.dataset = () if dataset is None else (dataset,)  # nested: each compute call carries the reference
         # the driver reads that copy too, not its own
         self.setup = build(config, dataset=None if dataset is None else ray.get(dataset))
         self.spec = self.setup.spec
         flat, opt_state, self.step = self.setup.initial_state(checkpoint)
         self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step,
                                    self.group)
-        self.workers = start_workers(config, self.group, self.first_bundle, self.dataset)
+        self.workers = start_workers(config, self.group, self.first_bundle)
         self.weights = self.server.weights.remote()
         self.version = 0
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
@@ -67,7 +67,7 @@ class DistributedTrainer:
         start = time.perf_counter()
         shards = [s.tolist() for s in np.array_split(np.arange(self.config.meta_batch_size), len(self.workers)) if len(s)]
         for attempt in range(attempts):
-            calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard)
+            calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard, self.dataset)
                      for w, shard in zip(self.workers, shards)]
             try:
                 infos = self._get([info for info, _ in calls])
@@ -131,14 +131,15 @@ class DistributedTrainer:
                 where(worker, timeout=120)  # waits out a restart in progress
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 ray.kill(worker, no_restart=True)
-                self.workers[i] = start_worker(self.config, self.group, self.first_bundle + i, self.dataset)
+                self.workers[i] = start_worker(self.config, self.group, self.first_bundle + i)
 
     def _submit(self, index: int, chunk: int | None = None) -> None:
         """Async: worker ``index`` computes ``chunk`` (default: the next new one) at the newest weights."""
         if chunk is None:
             chunk, self.next_chunk = self.next_chunk, self.next_chunk + 1
         worker = self.workers[index]
-        info, grads = worker.compute.options(num_returns=2).remote(self.weights, self.version, chunk, range(self.shard_size))
+        info, grads = worker.compute.options(num_returns=2).remote(self.weights, self.version, chunk,
+                                                                   range(self.shard_size), self.dataset)
         self.inflight[info] = (index, grads, chunk)
 
     def _summary(self, infos: list, stats: dict, seconds: float) -> dict[str, float]:
