@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--algorithms", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--train-batch-norm", choices=("transductive", "frozen"), default="transductive",
+                        help="the batch_norm key in meta-training (frozen: trained as generated models answer)")
     parser.add_argument("--workdir", type=Path, default=None, help="where data, runs and the MLflow store go")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="batch-norm-bench-"))
@@ -52,20 +54,21 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     rows = []
     for name in args.algorithms:
-        overrides = [f"dataset={data}", f"minutes={args.minutes}", "steps=1000000", *SPLIT, "workers=0", "val_every=0"]
-        result = train(resolve(ROOT / "configs" / CONFIGS[name], overrides), workdir / name, tracking_uri=store,
-                       progress=False)
-        scores = {mode: evaluate_checkpoint(workdir / name, {"test_ways": 5, "test_shots": 1,
+        overrides = [f"dataset={data}", f"minutes={args.minutes}", "steps=1000000", *SPLIT, "workers=0", "val_every=0",
+                     f"batch_norm={args.train_batch_norm}"]
+        output = workdir / f"{name}-{args.train_batch_norm}"
+        result = train(resolve(ROOT / "configs" / CONFIGS[name], overrides), output, tracking_uri=store, progress=False)
+        scores = {mode: evaluate_checkpoint(output, {"test_ways": 5, "test_shots": 1,
                                                              "eval_episodes": args.episodes}, store, mode)
                   for mode in ("transductive", "frozen")}
-        rows.append({"algorithm": name, "steps": result["steps"], "queries": scores["frozen"]["queries"],
+        rows.append({"algorithm": name, "trained": args.train_batch_norm, "steps": result["steps"], "queries": scores["frozen"]["queries"],
                      **{mode: [100 * s["mean"], 100 * s["ci95"]] for mode, s in scores.items()}})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| learner | meta-steps | query batch | transductive (%) | frozen, one query at a time (%) | difference |")
-    print("|---|---|---|---|---|---|")
+    print("\n| learner | trained | meta-steps | query batch | transductive (%) | frozen, one query at a time (%) | difference |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         (batch, batch_ci), (alone, alone_ci) = r["transductive"], r["frozen"]
-        print(f"| {r['algorithm']} | {r['steps']} | {5 * r['queries']} | {batch:.1f} +- {batch_ci:.1f} | "
+        print(f"| {r['algorithm']} | {r['trained']} | {r['steps']} | {5 * r['queries']} | {batch:.1f} +- {batch_ci:.1f} | "
               f"{alone:.1f} +- {alone_ci:.1f} | {alone - batch:+.1f} |")
 
 

@@ -112,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="test on every class of this Parquet file (default: the run's test split)")
     evaluate.add_argument("--rotations", action=argparse.BooleanOptionalAction,
                           help="add each test class rotated by 90, 180, 270 degrees as new classes (default: as trained)")
-    evaluate.add_argument("--batch-norm", choices=BATCH_NORM, default="transductive",
-                          help="transductive (default, the papers' protocol): queries normalised with their own batch's "
-                               "statistics; frozen: with the support set's, each query on its own, as generated models answer")
+    evaluate.add_argument("--batch-norm", choices=BATCH_NORM,
+                          help="transductive (the papers' protocol): queries normalised with their own batch's "
+                               "statistics; frozen: with the support set's, each query on its own, as generated models "
+                               "answer (default: as the run trained, its batch_norm key)")
     _common(evaluate)
 
     generate = commands.add_parser("generate", help="adapt a meta-model to a new task's examples; register the model in MLflow")

@@ -22,6 +22,7 @@ import yaml
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet", "bmaml", "emaml", "rl2")
 BATCH_NORM = ("transductive", "frozen")  # which statistics normalise queries: their batch's, or the support set's
+QUERY_LOSS = ("maml", "fomaml", "metasgd", "protonet", "matchingnet")  # meta-gradient: the query loss after adapting
 METRIC_BASED = ("protonet", "matchingnet")  # no inner loop: classify by distances in an embedding
 PARTICLE_BASED = ("bmaml", "emaml")  # the meta-parameters are a stack of model particles
 TASKS = ("sinusoid", "noisy_sinusoid", "fewshot", "random_episodes", "bandit", "tabular_mdp")
@@ -63,6 +64,9 @@ class Config:
     split_by: str = _key("class", "split classes into train/val/test by class, or by group (e.g. Omniglot alphabet)", choices=SPLITS)
     split_sizes: list = _list_key([], "train, val, test counts of classes (or groups) in file order; [] = 70/10/20%", min=0)
     rotations: bool = _key(False, "add each class rotated by 90, 180, 270 degrees as new classes (Omniglot)")
+    batch_norm: str = _key("transductive", "Conv4's batch norm of queries in training and testing: transductive (each "
+                           "query batch's own statistics, the papers') or frozen (the support set's, each query on its "
+                           "own, as generated models answer)", choices=BATCH_NORM)
     test_dataset: str = _key("", "meta-test on every class of this Parquet file instead of the test split")
     hidden: list = _list_key([40, 40], "MLP hidden layer widths (RL^2: GRU units = the first)", min=1)
     filters: int = _key(64, "Conv4 filters per layer (image tasks)", min=1)
@@ -237,6 +241,9 @@ def _check_combination(config: Config) -> None:
                           f"got algorithm={config.algorithm}, task={config.task}")
     if config.algorithm in PARTICLE_BASED and config.task not in REGRESSION:
         raise ConfigError(f"{config.algorithm} is built for regression (sinusoid, noisy_sinusoid); task is {config.task}")
+    if config.batch_norm == "frozen" and (config.task not in CLASSIFICATION or config.algorithm not in QUERY_LOSS):
+        raise ConfigError(f"batch_norm=frozen is for image tasks and {', '.join(QUERY_LOSS)}; "
+                          f"got algorithm={config.algorithm}, task={config.task}")
     if config.algorithm in METRIC_BASED and config.task in REGRESSION:
         raise ConfigError(f"{config.algorithm} classifies: it needs a classification task (fewshot or random_episodes)")
     if config.algorithm not in METRIC_BASED and config.task in CLASSIFICATION and config.test_ways not in (0, config.ways):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
-from distmeta.algorithms.base import adapt_to_support
+from distmeta.algorithms.base import adapt_to_support, frozen_batch_norm
 from distmeta.checkpoint import Checkpoint, CheckpointError
 from distmeta.config import REGRESSION, REINFORCEMENT, Config
 from distmeta.data.dataset import ImageDataset
@@ -91,7 +91,10 @@ def learner(config: Config, tasks) -> tuple[nn.Module, object, Algorithm]:
     """(model, apply, algorithm) for a config and a task distribution (or ``without_data``'s stand-in)."""
     model = make_model(config, tasks)
     apply = apply_fn(model)
-    return model, apply, make_algorithm(config, apply, tasks, fresh=lambda m: init_params(model, _seed(config.seed, m)))
+    algorithm = make_algorithm(config, apply, tasks, fresh=lambda m: init_params(model, _seed(config.seed, m)))
+    if config.batch_norm == "frozen":
+        algorithm = frozen_batch_norm(algorithm, model, tasks)
+    return model, apply, algorithm
 
 
 def _seed(seed: int, m: int) -> int:

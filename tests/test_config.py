@@ -50,6 +50,9 @@ def test_numpy_scalars_from_searchers_become_plain_values():
      "split_sizes must be three counts (train, val, test), got [10, 2]"),
     ({"algorithm": "protonet"}, "protonet classifies: it needs a classification task (fewshot or random_episodes)"),
     ({"rotations": True}, "rotations is for task=fewshot; task is sinusoid"),
+    ({"batch_norm": "frozen"}, "batch_norm=frozen is for image tasks and maml, fomaml, metasgd, protonet, matchingnet; "
+                               "got algorithm=maml, task=sinusoid"),
+    ({"batch_norm": "fixed"}, "batch_norm must be one of transductive, frozen; got 'fixed'"),
     ({"test_ways": 5}, "test_ways is for classification tasks; a sinusoid task has no classes"),
     ({"task": "bandit", "test_ways": 5}, "test_ways is for classification tasks; a bandit task has no classes"),
     ({"algorithm": "rl2"}, "rl2 needs a reinforcement-learning task (bandit or tabular_mdp), and those need rl2; "

@@ -67,6 +67,18 @@ def adapt_to_support(algorithm: Algorithm, model, meta_params: Params, support_x
     return task_params
 
 
+def frozen_batch_norm(algorithm: Algorithm, model, tasks_spec) -> Algorithm:
+    """``algorithm`` meta-trained as its generated models answer: its query loss (``query_loss_grad``)
+    with every query normalised by the support set's batch-norm statistics at the adapted parameters,
+    differentiated through them. Its ``adapt`` is unchanged: evaluation chooses the statistics."""
+
+    def adapt(meta_params, support_x, support_y):
+        task_params = algorithm.adapt(meta_params, support_x, support_y)
+        return {**task_params, **support_statistics(model, without_support(task_params), support_x)}
+
+    return algorithm._replace(task_grad=query_loss_grad(adapt, algorithm.predict, tasks_spec))
+
+
 def meta_gradients(algorithm: Algorithm, meta_params: Params, tasks, execution: str = "vmap"):
     """Per-task meta-gradients and metrics for a batch of tasks.
 

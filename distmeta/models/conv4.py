@@ -6,7 +6,8 @@ Four blocks of [3x3 conv, batch norm, ReLU, 2x2 max-pool], then a linear head
 Batch norm uses the statistics of the batch it is given and keeps no running
 statistics (``track_running_stats=False``), as MAML does: every task is
 normalised with its own statistics at meta-training and meta-test alike, and
-nothing leaks from one task to the next.
+nothing leaks from one task to the next. Frozen statistics (a support set's,
+``models/normalization.py``) can be passed in the params dict instead.
 
 Each block pools before its ReLU: max-pooling commutes with any increasing
 function, so relu(pool(x)) == pool(relu(x)) and the model is the papers'
@@ -16,11 +17,13 @@ exactly, while the ReLU and its backward touch a quarter of the activations
 
 from torch import nn
 
+from distmeta.models.normalization import BatchNorm2d
+
 
 def _block(channels_in: int, channels_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, 3, padding=1),
-        nn.BatchNorm2d(channels_out, track_running_stats=False),
+        BatchNorm2d(channels_out),
         nn.MaxPool2d(2),
         nn.ReLU(),
     )

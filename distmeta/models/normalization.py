@@ -23,6 +23,22 @@ from torch.func import functional_call
 STATISTICS = (".running_mean", ".running_var")
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` without running statistics, whose frozen ones (passed in the params dict) are
+    differentiable: meta-training with ``batch_norm=frozen`` backpropagates through the support set's
+    statistics, which torch's eval-mode kernel does not allow. Without them, batch statistics."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.running_mean is None:
+            return super().forward(x)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        scale = torch.rsqrt(self.running_var.reshape(shape) + self.eps) * self.weight.reshape(shape)
+        return (x - self.running_mean.reshape(shape)) * scale + self.bias.reshape(shape)
+
+
 def batch_norm_layers(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
 

@@ -45,7 +45,7 @@ def network_spec(module: nn.Module) -> dict:
         nn.Flatten: lambda m: {},
     }
     for layer, describe in fields.items():
-        if type(module) is layer:
+        if type(module) is layer or (layer is nn.BatchNorm2d and isinstance(module, layer)):
             return {"type": layer.__name__, **describe(module)}
     raise ValueError(f"cannot serve a {kind} layer")
 

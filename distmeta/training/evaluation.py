@@ -62,10 +62,12 @@ def adapted_metrics(setup, meta_params, tasks, steps: int, batch_norm: str = "tr
 
 
 def evaluate_all(setup, meta_params, split: int, episodes: int, steps: int | None = None,
-                 chunk: int = 200, batch_norm: str = "transductive") -> dict[str, Summary]:
+                 chunk: int = 200, batch_norm: str | None = None) -> dict[str, Summary]:
     """Meta-test ``episodes`` tasks of ``split`` with ``steps`` adaptation steps (default ``test_inner_steps``):
-    every metric the task reports (e.g. MSE, NLL and coverage for Bayesian MAML), as mean +- 95% CI."""
+    every metric the task reports (e.g. MSE, NLL and coverage for Bayesian MAML), as mean +- 95% CI.
+    ``batch_norm``: which statistics normalise the queries (default: as the run trained)."""
     steps = setup.config.test_inner_steps if steps is None else steps
+    batch_norm = batch_norm or setup.config.batch_norm
     seeds = task_seeds(setup.config.seed, split, 0, episodes)
     tasks = setup.tasks_for(split)
     values: dict[str, list] = {}

@@ -234,13 +234,13 @@ def _log_artifacts(trainer, tracker, checkpoint: str) -> None:
     tracker.set_tags({"distmeta.meta_model_uri": info.model_uri})
 
 
-def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None, batch_norm: str = "transductive") -> dict:
+def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None, batch_norm: str | None = None) -> dict:
     """Meta-test a checkpoint on fresh test tasks, as its own MLflow run.
 
     ``overrides`` changes the protocol, never the model: ``eval_episodes``,
     ``test_inner_steps``, ``test_ways``, ``test_shots``, ``queries``,
     ``test_dataset``, ``rotations`` (validated as any config is). ``batch_norm``:
-    ``transductive`` (the papers' protocol) or ``frozen`` (as generated models answer).
+    ``transductive`` (the papers' protocol) or ``frozen`` (as generated models answer); default: as trained.
     """
     from distmeta.tracking import tracked_run
 
@@ -250,6 +250,7 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None, 
     flat, _, _ = setup.initial_state(checkpoint)  # the checkpoint must fit the model, name by name
     setup.tasks_for(TEST)  # and the test episodes the data: both fail before anything is recorded
     meta_params = unflatten(flat, setup.spec)
+    batch_norm = batch_norm or config.batch_norm
     tags = {"distmeta.checkpoint": absolute(checkpoint.path), "distmeta.train_run_id": checkpoint.run_id or ""}
     with tracked_run(config.experiment, f"evaluate-step-{checkpoint.step}", tracking_uri, tags=tags) as tracker:
         protocol = {"episodes": config.eval_episodes}
