@@ -83,7 +83,9 @@ def test_import_train_evaluate_from_the_command_line(tmp_path, tracking_uri, cap
                      "--episodes", "60", "--tracking-uri", tracking_uri, "--json"]) == 0
         lines = capsys.readouterr().out.strip().splitlines()
         result = json.loads(lines[-1])
-        assert lines[0].startswith(f"{ways}-way {shots}-shot accuracy: ")
+        assert lines[0].startswith(f"held-out {ways}-way {shots}-shot accuracy: ")
+        assert lines[0].endswith("tasks; batch norm: each query batch's own statistics, the papers' protocol)")
+        assert "inner_steps" not in result and result["batch_norm"] == "transductive"  # ProtoNets takes no steps
         assert (result["ways"], result["shots"], result["episodes"], result["dataset"]) == (ways, shots, 60, str(data))
         assert 1 / ways + 0.2 < result["mean"] <= 1
     # every class of another file: 12 new glyphs x 4 rotations = 48 classes, so 41-way is possible only there
@@ -93,8 +95,16 @@ def test_import_train_evaluate_from_the_command_line(tmp_path, tracking_uri, cap
     write_dataset(other, images, labels, [f"new{c}" for c in range(12)], metadata={"name": "other"})
     assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(other), "--ways", "41", "--episodes", "20",
                  "--tracking-uri", tracking_uri, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (result["ways"], result["dataset"]) == (41, str(other)) and result["mean"] > 2 / 41
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert (result["ways"], result["dataset"], result["rotations"]) == (41, str(other), True) and result["mean"] > 2 / 41
+    assert "classes were each also rotated by 90, 180 and 270 degrees" in captured.err  # said, not silent
+    assert main(["evaluate", "--checkpoint", str(out), "--dataset", str(other), "--no-rotations", "--ways", "12",
+                 "--episodes", "20", "--batch-norm", "frozen", "--tracking-uri", tracking_uri, "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert (result["ways"], result["rotations"], result["batch_norm"]) == (12, False, "frozen") and result["mean"] > 2 / 12
+    assert "rotated" not in captured.err
     assert main(["evaluate", "--checkpoint", str(out), "--ways", "41", "--tracking-uri", tracking_uri]) == 2
     assert "41-way episodes need 41 classes; the test split of" in capsys.readouterr().err
 
