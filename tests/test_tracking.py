@@ -32,3 +32,15 @@ def test_run_statuses(tracking_uri):
         pass
     assert resumed.run_id == interrupted.run_id
     assert _status(tracking_uri, resumed.run_id) == "FINISHED"
+
+
+def test_metrics_reach_the_store_by_count_or_by_time(tracking_uri):
+    """A live run shows in MLflow's UI: points are written every ``flush_every`` points or ``flush_seconds``."""
+    with tracked_run("statuses", "live", tracking_uri) as tracker:
+        stored = lambda: len(mlflow.MlflowClient(tracking_uri).get_metric_history(tracker.run_id, "loss"))
+        tracker.flush_seconds = 3600.0
+        tracker.log_metrics({"loss": 1.0}, step=1)
+        assert stored() == 0  # buffered: one point is far from flush_every (500) and the clock has not run out
+        tracker.flush_seconds = 0.0
+        tracker.log_metrics({"loss": 0.5}, step=2)
+        assert stored() == 2  # the clock ran out: both points are in the store while the run is RUNNING
