@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="meta-test a checkpoint on fresh held-out tasks")
     evaluate.add_argument("--checkpoint", required=True, help="a run's --output folder or a checkpoint folder")
     evaluate.add_argument("--episodes", type=int, help="held-out tasks (default: the run's eval_episodes, 600)")
-    evaluate.add_argument("--steps", type=int, help="adaptation steps (default: the run's test_inner_steps)")
+    evaluate.add_argument("--inner-steps", "--steps", dest="steps", type=int,
+                          help="adaptation steps (default: the run's test_inner_steps; --steps is an older name)")
     evaluate.add_argument("--ways", type=int, help="N of the test episodes (default: the run's test_ways)")
     evaluate.add_argument("--shots", type=int, help="K of the test episodes (default: the run's test_shots)")
     evaluate.add_argument("--queries", type=int, help="query images per class (default: the run's queries)")
@@ -125,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="the new task's labelled examples: CSV/Parquet with x and y columns (a task column or a "
                                "folder of files: many tasks), an image folder PATH/<class>/<image> (a folder of those: "
                                "many tasks), or a Parquet file from `distmeta data import`")
-    generate.add_argument("--steps", type=int, help="adaptation steps (default: the meta-model's test_inner_steps)")
+    generate.add_argument("--inner-steps", "--steps", dest="steps", type=int,
+                          help="adaptation steps (default: the meta-model's test_inner_steps; --steps is an older name)")
     generate.add_argument("--name", help="registered model name (default: ALGORITHM-TASK); each run adds a version")
     generate.add_argument("--name-per-task", action="store_true", help="register each task as NAME-TASK, not as versions of NAME")
     generate.add_argument("--parallel", type=int, default=0, metavar="N",
@@ -354,7 +356,8 @@ def _at_least(args, **minimums) -> None:
     for flag, low in minimums.items():
         value = getattr(args, flag)
         if value is not None and value < low:
-            raise ConfigError(f"--{flag} must be >= {low}, got {value}")
+            name = "inner-steps" if flag == "steps" else flag.replace("_", "-")
+            raise ConfigError(f"--{name} must be >= {low}, got {value}")
 
 
 def _evaluate(args) -> int:

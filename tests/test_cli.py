@@ -94,7 +94,7 @@ def test_evaluate_reproduces_the_training_result(trained, tracking_uri):
     assert summary["mean"] == pytest.approx(result["test"]["mean"], rel=1e-6)
     assert summary["ci95"] == pytest.approx(result["test"]["ci95"], rel=1e-6)
     # --steps sets the adaptation steps: zero steps scores the unadapted meta-model.
-    zero = last_json(run(["evaluate", "--checkpoint", str(out), "--episodes", "50", "--steps", "0", "--json"], tracking_uri).stdout)
+    zero = last_json(run(["evaluate", "--checkpoint", str(out), "--episodes", "50", "--inner-steps", "0", "--json"], tracking_uri).stdout)
     assert zero["inner_steps"] == 0 and zero["mean"] != pytest.approx(summary["mean"], rel=1e-3)
 
 

@@ -5,7 +5,8 @@ import torch
 
 from distmeta import MetaTrainer, resolve
 from distmeta.algorithms import meta_gradients, rl2
-from distmeta.algorithms.rl2 import advantages, policy_inputs, rollout
+from distmeta.algorithms.rl2 import advantages, rollout
+from distmeta.models.recurrent import policy_inputs
 from distmeta.models import RecurrentPolicy, apply_fn, init_params
 from distmeta.tasks import TEST, Bandits, TabularMDPs, task_seeds
 from distmeta.tasks.baselines import play_bandit

@@ -35,11 +35,6 @@ class Rollout(NamedTuple):
     rewards: torch.Tensor  # (L,)
 
 
-def policy_inputs(env) -> int:
-    """Size of the policy's input: observation, previous action, previous reward, done flag."""
-    return env.input_shape[0] + env.actions + 2
-
-
 def rollout(apply, env, params, trial) -> Rollout:
     """Play one trial: ``env.episodes_per_trial`` episodes of ``env.horizon`` steps, one hidden state throughout."""
     hidden = torch.zeros(params["hidden_gates.weight"].shape[1], dtype=trial[0].dtype, device=trial[0].device)

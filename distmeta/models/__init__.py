@@ -13,7 +13,7 @@ from torch.func import functional_call
 from distmeta.config import METRIC_BASED
 from distmeta.models.conv4 import Conv4
 from distmeta.models.mlp import MLP
-from distmeta.models.recurrent import RecurrentPolicy
+from distmeta.models.recurrent import RecurrentPolicy, policy_inputs
 
 __all__ = ["MLP", "Conv4", "RecurrentPolicy", "make_model", "init_params", "model_params", "apply_fn"]
 
@@ -25,8 +25,6 @@ def make_model(config, tasks) -> nn.Module:
     its head: the flattened embedding. RL^2 gets a GRU policy of ``hidden[0]`` units.
     """
     if config.algorithm == "rl2":
-        from distmeta.algorithms.rl2 import policy_inputs
-
         return RecurrentPolicy(policy_inputs(tasks), config.hidden[0], tasks.actions)
     if len(tasks.input_shape) == 3:
         channels, size, _ = tasks.input_shape

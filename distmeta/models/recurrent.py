@@ -26,3 +26,9 @@ class RecurrentPolicy(nn.Module):
         candidate = torch.tanh(new_in + reset * new_h)
         h = (1 - update) * candidate + update * h
         return self.policy(h), self.value(h)[..., 0], h
+
+
+def policy_inputs(env) -> int:
+    """Size of RL^2's policy input (``algorithms.rl2.rollout``): observation, previous action, previous
+    reward, done flag."""
+    return env.input_shape[0] + env.actions + 2
