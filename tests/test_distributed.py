@@ -29,14 +29,15 @@ def local_ray():
 
 
 def train(overrides, hook=None):
+    """(final parameters, each step's metrics, trainer); ``hook(trainer)`` runs after every step."""
     config = resolve(overrides=[*BASE, *overrides])
     trainer = MetaTrainer(config) if config.workers == 0 else DistributedTrainer(config)
     try:
         steps = []
         while trainer.step < config.steps:
+            steps.append(trainer.meta_step())
             if hook:
                 hook(trainer)
-            steps.append(trainer.meta_step())
         return trainer.flat.clone() if config.workers == 0 else torch.tensor(ray.get(trainer.weights)), steps, trainer
     finally:
         trainer.close()
