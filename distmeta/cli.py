@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
         return code
     except (ConfigError, CheckpointError, DataError) as err:
-        print(f"distmeta: error: {err}", file=sys.stderr)
+        print(f"distmeta: error: {_readable(err)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `distmeta data info FILE | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
@@ -190,6 +190,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)
         return 130
+
+
+def _readable(err: Exception, limit: int = 500) -> str:
+    """An error as one line of at most ``limit`` characters (a value quoted in it can be huge)."""
+    text = str(err)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _version() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import numbers
 import typing
 from dataclasses import dataclass, field
@@ -147,8 +148,22 @@ def parse_overrides(overrides: typing.Iterable[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        values[key.strip()] = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
     return values
+
+
+MAX_ALIASES = 100  # a few anchors are YAML style; nested aliases multiply into gigabytes ("billion laughs")
+
+
+def load_yaml(text: str, where: str):
+    """``yaml.safe_load``, refusing documents with more than ``MAX_ALIASES`` aliases (counted without expanding)."""
+    try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text))
+        if aliases > MAX_ALIASES:
+            raise ConfigError(f"{where} uses {aliases} YAML aliases, more than {MAX_ALIASES}: refused")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}") from None
 
 
 def from_dict(values: dict) -> Config:
@@ -168,9 +183,10 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    values = load_yaml(text, f"config file {path}") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     return values
@@ -208,6 +224,8 @@ def _check(f, value):
         if kind is list and isinstance(value, str):  # `--set split_sizes=20,3,7`: show the YAML form
             raise ConfigError(f"{f.name} must be a list in brackets, e.g. {f.name}=[{value}], got {value!r}")
         raise ConfigError(f"{f.name} must be {_type_name(f)}, got {value!r}")
+    if kind is float and not math.isfinite(value):  # .inf or .nan from YAML would pass every range check
+        raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
     items = value if kind is list else [value]
     meta = f.metadata
     for item in items:

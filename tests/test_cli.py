@@ -234,6 +234,13 @@ def test_version_and_a_closed_pipe():
     assert piped.stderr == "" and piped.stdout.strip() == "0"
 
 
+def test_errors_stay_one_readable_line(capsys):
+    assert main(["train", "--set", "algorithm=" + "x" * 5000]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distmeta: error: algorithm must be one of") and err.endswith("...\n")
+    assert err.count("\n") == 1 and len(err) <= len("distmeta: error: ") + 501
+
+
 def test_help_config_lists_keys(capsys):
     assert main(["train", "--help-config"]) == 0
     out = capsys.readouterr().out

@@ -40,6 +40,8 @@ def test_numpy_scalars_from_searchers_become_plain_values():
     ({"steps": 0}, "steps must be >= 1, got 0"),
     ({"inner_lr": 0.0}, "inner_lr must be > 0, got 0.0"),
     ({"outer_lr": -1e-3}, "outer_lr must be > 0, got -0.001"),
+    ({"inner_lr": float("inf")}, "inner_lr must be a finite number, got inf"),
+    ({"minutes": float("nan")}, "minutes must be a finite number, got nan"),
     ({"algorithm": "mamml"}, "algorithm must be one of maml, fomaml, metasgd, reptile, pretrain, protonet, matchingnet, bmaml, emaml, rl2; got 'mamml' (did you mean 'maml'?)"),
     ({"hidden": [40, "x"]}, "hidden must be a list of ints, got [40, 'x']"),
     ({"split_sizes": "20,3,7"}, "split_sizes must be a list in brackets, e.g. split_sizes=[20,3,7], got '20,3,7'"),
@@ -69,6 +71,23 @@ def test_bad_values_name_the_problem(values, message):
     with pytest.raises(ConfigError) as err:
         from_dict(values)
     assert str(err.value) == message
+
+
+def test_hostile_and_undecodable_files_are_one_short_line(tmp_path):
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    (tmp_path / "laughs.yaml").write_text(laughs)  # 9^9 strings if expanded; 72 aliases in the text
+    with pytest.raises(ConfigError, match=r"laughs.yaml uses 72 YAML aliases, more than 50: refused"):
+        from distmeta import config
+
+        limit, config.MAX_ALIASES = config.MAX_ALIASES, 50
+        try:
+            resolve(tmp_path / "laughs.yaml")
+        finally:
+            config.MAX_ALIASES = limit
+    (tmp_path / "latin1.yaml").write_bytes("steps: 10 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yaml is not UTF-8 text"):
+        resolve(tmp_path / "latin1.yaml")
 
 
 def test_bad_files(tmp_path):

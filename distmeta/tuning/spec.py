@@ -30,9 +30,7 @@ import itertools
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
-
-from distmeta.config import FIELDS, Config, ConfigError, from_dict, parse_overrides, read_yaml
+from distmeta.config import FIELDS, Config, ConfigError, from_dict, load_yaml, parse_overrides, read_yaml
 
 DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "quniform": 3, "randint": 2, "choice": None, "grid": None}
 RANGES = ("loguniform", "uniform", "quniform", "randint")
@@ -148,9 +146,10 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"tuning config not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"tuning config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"tuning config {path} is not UTF-8 text") from None
+    raw = load_yaml(text, f"tuning config {path}")
     if not isinstance(raw, dict):
         raise ConfigError(f"tuning config {path} must hold a mapping")
     return raw
