@@ -8,7 +8,6 @@ the result (warnings and errors still show).
 import logging
 import os
 
-
 from distmeta.tracking.runs import Tracker, child_runs, current_store, end_run, tracked_run, trial_run, use_store
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from distmeta.config import PARTICLE_BASED, REGRESSION
+from distmeta.models.normalization import STATISTICS, batch_norm_layers
 
 SERVED = Path(__file__).with_name("served.py")
 PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy", "pandas"]
@@ -63,8 +64,6 @@ def head_of(algorithm: str, task: str, adapted: bool) -> str:
 def write_model(folder: Path, model: nn.Module, tensors: dict, head: str, input_shape, classes=()) -> None:
     """``model.json`` and ``params.safetensors`` of a servable model in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    from distmeta.models.normalization import STATISTICS, batch_norm_layers
-
     frozen = any(k.endswith(STATISTICS) for k in tensors)
     spec = {"format": 1, "network": network_spec(model), "head": head, "input_shape": list(input_shape),
             "classes": [str(c) for c in classes],
@@ -104,8 +103,6 @@ def log_model(folder: Path, name: str, example: pd.DataFrame, checkpoint: str | 
 def served_tensors(algorithm: str, model: nn.Module, task_params: dict, classes: int) -> dict:
     """What a generated model stores: the adapted weights, any frozen batch-norm statistics, and the
     support summary cut to its ``classes``."""
-    from distmeta.models.normalization import STATISTICS
-
     tensors = served_weights(algorithm, model, task_params)
     tensors.update({k: v for k, v in task_params.items() if k.endswith(STATISTICS)})
     if algorithm == "protonet":
