@@ -57,14 +57,17 @@ class Algorithm(NamedTuple):
     score: Callable | None = None
 
 
+def with_support_statistics(model, task_params: Params, support_x) -> Params:
+    """Adapted params plus the batch-norm statistics of the support set passing through them."""
+    return {**task_params, **support_statistics(model, without_support(task_params), support_x)}
+
+
 def adapt_to_support(algorithm: Algorithm, model, meta_params: Params, support_x, support_y, steps: int,
                      batch_norm: str = "transductive") -> Params:
     """``algorithm.adapt``, plus with ``batch_norm="frozen"`` the support set's batch-norm statistics
     (``models.normalization``), so that the adapted model answers each input on its own."""
     task_params = algorithm.adapt(meta_params, support_x, support_y, steps)
-    if batch_norm == "frozen":
-        task_params = {**task_params, **support_statistics(model, without_support(task_params), support_x)}
-    return task_params
+    return with_support_statistics(model, task_params, support_x) if batch_norm == "frozen" else task_params
 
 
 def frozen_batch_norm(algorithm: Algorithm, model, tasks_spec) -> Algorithm:
@@ -73,8 +76,7 @@ def frozen_batch_norm(algorithm: Algorithm, model, tasks_spec) -> Algorithm:
     differentiated through them. Its ``adapt`` is unchanged: evaluation chooses the statistics."""
 
     def adapt(meta_params, support_x, support_y):
-        task_params = algorithm.adapt(meta_params, support_x, support_y)
-        return {**task_params, **support_statistics(model, without_support(task_params), support_x)}
+        return with_support_statistics(model, algorithm.adapt(meta_params, support_x, support_y), support_x)
 
     return algorithm._replace(task_grad=query_loss_grad(adapt, algorithm.predict, tasks_spec))
 

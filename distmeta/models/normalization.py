@@ -64,13 +64,8 @@ def support_statistics(model: nn.Module, params: dict, x: torch.Tensor) -> dict[
     modules = dict(model.named_modules())
     handles = [modules[name].register_forward_pre_hook(record(name)) for name in layers]
     try:
-        functional_call(model, frozen_free(params), (x,))
+        functional_call(model, params, (x,))
     finally:
         for handle in handles:
             handle.remove()
     return seen
-
-
-def frozen_free(params: dict) -> dict:
-    """``params`` without frozen statistics: what normalises with batch statistics."""
-    return {k: v for k, v in params.items() if not k.endswith(STATISTICS)}

@@ -89,12 +89,11 @@ def log_model(folder: Path, name: str, example: pd.DataFrame, checkpoint: str | 
     artifacts = {"model": str(folder), **({"checkpoint": checkpoint} if checkpoint else {})}
     signature = None
     if "image" in example.columns:
-        from mlflow.models import ModelSignature, infer_signature
+        from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, DataType, Schema
+        from mlflow.types.schema import Array
 
-        inferred = infer_signature(example)
-        pixels = inferred.inputs.inputs[0]
-        signature = ModelSignature(Schema([ColSpec(pixels.type, "image", required=False),
+        signature = ModelSignature(Schema([ColSpec(Array(DataType.double), "image", required=False),
                                            ColSpec(DataType.binary, "image_bytes", required=False)]))
     return mlflow.pyfunc.log_model(name=name, python_model=str(SERVED), artifacts=artifacts, input_example=example,
                                    signature=signature, pip_requirements=PIP_REQUIREMENTS)
