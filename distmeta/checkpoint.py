@@ -97,6 +97,8 @@ def load_checkpoint(path) -> Checkpoint:
         return load_checkpoint(newest)
     try:
         state = json.loads(_read(fs, root, "state.json"))
+        if not isinstance(state, dict):
+            raise CheckpointError(f"corrupt checkpoint {path}: state.json holds a {type(state).__name__}, not an object")
         if state.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {path} has unsupported format {state.get('format')!r}")
         params = load_tensors(_read(fs, root, "params.safetensors"))

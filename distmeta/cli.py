@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from distmeta.checkpoint import CheckpointError
-from distmeta.config import BATCH_NORM, METRIC_BASED, ConfigError, describe, resolve
+from distmeta.config import BATCH_NORM, MAX_STEPS, MAX_TASKS, METRIC_BASED, ConfigError, describe, resolve
 from distmeta.data.dataset import DataError
 
 EXIT_USAGE = 2
@@ -240,7 +240,7 @@ def _tune(args) -> int:
         raise ConfigError("--resume needs --output DIR (the folder of the tuning run to continue)")
     if not args.resume and args.spec is None:
         raise ConfigError("give a tuning config (see tune_configs/), or --resume --output DIR")
-    _at_least(args, samples=1)
+    _within(args, samples=(1, None))
     from distmeta.tuning import load_spec
 
     spec = None if args.resume else load_spec(args.spec, args.overrides, args.samples)
@@ -357,17 +357,20 @@ def _ray_token_auth(joining) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _at_least(args, **minimums) -> None:
-    """A one-line error for the first numeric flag given below its minimum."""
-    for flag, low in minimums.items():
+def _within(args, **bounds) -> None:
+    """A one-line error for the first numeric flag given outside its (lowest, highest) bounds."""
+    for flag, (low, high) in bounds.items():
         value = getattr(args, flag)
+        name = "inner-steps" if flag == "steps" else flag.replace("_", "-")
         if value is not None and value < low:
-            name = "inner-steps" if flag == "steps" else flag.replace("_", "-")
             raise ConfigError(f"--{name} must be >= {low}, got {value}")
+        if value is not None and high is not None and value > high:
+            raise ConfigError(f"--{name} must be <= {high}, got {value}")
 
 
 def _evaluate(args) -> int:
-    _at_least(args, episodes=1, steps=0, ways=2, shots=1, queries=1)
+    _within(args, episodes=(1, MAX_TASKS), steps=(0, MAX_STEPS), ways=(2, None), shots=(1, None),
+            queries=(1, None))
     flags = {"episodes": "eval_episodes", "steps": "test_inner_steps", "ways": "test_ways", "shots": "test_shots",
              "queries": "queries", "dataset": "test_dataset", "rotations": "rotations"}
     overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
@@ -394,7 +397,7 @@ def _protocol(result: dict) -> str:
 
 
 def _generate(args) -> int:
-    _at_least(args, steps=0, parallel=0)
+    _within(args, steps=(0, MAX_STEPS), parallel=(0, None))
     _ray_token_auth(args.address or os.environ.get("RAY_ADDRESS"))
     from distmeta.training.generate import generate
 

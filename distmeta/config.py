@@ -38,6 +38,12 @@ MODES = ("sync", "async")
 AGGREGATES = ("mean", "trimmed_mean", "median")
 
 
+# Bounds on what costs time without showing progress: one inner loop, one meta-step's or one evaluation's
+# tasks (what costs memory is estimated against the machine instead, see setup.check_memory).
+MAX_STEPS = 10_000
+MAX_TASKS = 100_000
+
+
 class ConfigError(ValueError):
     """A configuration problem, reported to users as one line."""
 
@@ -73,18 +79,18 @@ class Config:
     filters: int = _key(64, "Conv4 filters per layer (image tasks)", min=1)
     # Inner loop.
     inner_lr: float = _key(0.01, "inner-loop (fast) SGD learning rate", positive=True)
-    inner_steps: int = _key(1, "inner SGD steps during meta-training", min=1)
-    test_inner_steps: int = _key(10, "inner SGD steps at meta-test and validation", min=0)
+    inner_steps: int = _key(1, "inner SGD steps during meta-training", min=1, max=MAX_STEPS)
+    test_inner_steps: int = _key(10, "inner SGD steps at meta-test and validation", min=0, max=MAX_STEPS)
     # Bayesian MAML and ensemble MAML.
-    particles: int = _key(5, "bmaml/emaml: model particles (SVGD particles, or ensemble members)", min=1)
-    leader_steps: int = _key(1, "bmaml: extra SVGD steps of the leader, on support plus query", min=1)
+    particles: int = _key(5, "bmaml/emaml: model particles (SVGD particles, or ensemble members)", min=1, max=1000)
+    leader_steps: int = _key(1, "bmaml: extra SVGD steps of the leader, on support plus query", min=1, max=MAX_STEPS)
     # RL^2 (task=bandit or tabular_mdp; a trial is `episodes` episodes of `horizon` steps).
     arms: int = _key(5, "bandit: arms, success probabilities U[0, 1]", min=2)
-    pulls: int = _key(10, "bandit: pulls per trial", min=1)
+    pulls: int = _key(10, "bandit: pulls per trial", min=1, max=MAX_STEPS)
     states: int = _key(10, "tabular_mdp: states", min=1)
     actions: int = _key(5, "tabular_mdp: actions", min=2)
-    horizon: int = _key(10, "tabular_mdp: steps per episode", min=1)
-    episodes: int = _key(10, "tabular_mdp: episodes per trial (the GRU's memory spans them)", min=1)
+    horizon: int = _key(10, "tabular_mdp: steps per episode", min=1, max=MAX_STEPS)
+    episodes: int = _key(10, "tabular_mdp: episodes per trial (the GRU's memory spans them)", min=1, max=MAX_STEPS)
     discount: float = _key(0.99, "rl2: discount over the steps of a trial", positive=True)
     gae_lambda: float = _key(0.3, "rl2: GAE lambda", min=0)
     entropy_coef: float = _key(0.01, "rl2: entropy bonus weight", min=0)
@@ -92,12 +98,12 @@ class Config:
     # Outer loop.
     steps: int = _key(20000, "meta-training steps", min=1)
     minutes: float = _key(0.0, "stop meta-training after this many minutes, even before `steps` (0: no limit)", min=0)
-    meta_batch_size: int = _key(25, "tasks per meta-step", min=1)
+    meta_batch_size: int = _key(25, "tasks per meta-step", min=1, max=MAX_TASKS)
     outer_lr: float = _key(0.001, "outer optimizer learning rate", positive=True)
     outer_optimizer: str = _key("adam", "outer optimizer: adam, sgd", choices=OPTIMIZERS)
     outer_lr_schedule: str = _key("constant", "outer lr schedule: constant, cosine (to 0 at the last step)", choices=SCHEDULES)
     aggregate: str = _key("mean", "how task gradients combine: mean, trimmed_mean (10% each side), median", choices=AGGREGATES)
-    seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0)
+    seed: int = _key(0, "run seed; a task is a pure function of (seed, split, step, index)", min=0, max=2**63 - 1)
     # Distribution over Ray (workers=0: one process, no Ray).
     workers: int = _key(2, "MetaWorker actors (0: single process, no Ray)", min=0)
     worker_cpus: float = _key(1.0, "CPUs per worker (its torch threads)", positive=True)
@@ -112,8 +118,8 @@ class Config:
     execution: str = _key("auto", "per-task path: vmap, loop, or auto (fastest measured)", choices=EXECUTIONS)
     threads: int = _key(0, "torch intra-op threads (0: auto, 1 for MLP and GRU models, one per core for Conv4)", min=0)
     val_every: int = _key(1000, "validate every N steps (0: only at the end)", min=0)
-    val_tasks: int = _key(200, "held-out validation tasks per validation", min=1)
-    eval_episodes: int = _key(600, "held-out test tasks for the final result", min=1)
+    val_tasks: int = _key(200, "held-out validation tasks per validation", min=1, max=MAX_TASKS)
+    eval_episodes: int = _key(600, "held-out test tasks for the final result", min=1, max=MAX_TASKS)
     checkpoint_every: int = _key(1000, "checkpoint every N steps (0: only at the end)", min=0)
     keep_checkpoints: int = _key(2, "how many step checkpoints to keep", min=1)
     log_every: int = _key(10, "log metrics to MLflow every N steps", min=1)
@@ -237,6 +243,8 @@ def _check(f, value):
             raise ConfigError(f"{f.name} must be one of {', '.join(meta['choices'])}; got {item!r}{hint}")
         if "min" in meta and item < meta["min"]:
             raise ConfigError(f"{f.name} must be >= {meta['min']}, got {item!r}")
+        if "max" in meta and item > meta["max"]:
+            raise ConfigError(f"{f.name} must be <= {meta['max']}, got {item!r}")
         if meta.get("positive") and not item > 0:
             raise ConfigError(f"{f.name} must be > 0, got {item!r}")
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -11,9 +12,10 @@ from torch import nn
 from distmeta.algorithms import Algorithm, make_algorithm, meta_gradients
 from distmeta.algorithms.base import adapt_to_support, frozen_batch_norm
 from distmeta.checkpoint import Checkpoint, CheckpointError
-from distmeta.config import REGRESSION, REINFORCEMENT, Config
+from distmeta.config import REGRESSION, REINFORCEMENT, Config, ConfigError
 from distmeta.data.dataset import ImageDataset
-from distmeta.models import MLP, RecurrentPolicy, apply_fn, init_params, make_model
+from distmeta.models import MLP, RecurrentPolicy, apply_fn, init_params, make_model, policy_inputs
+from distmeta.resources import gib, machine_memory
 from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
 from distmeta.tasks import TRAIN, RandomEpisodes, make_tasks, task_seed
 
@@ -42,12 +44,15 @@ class Setup(NamedTuple):
     def initial_state(self, checkpoint: Checkpoint | None = None) -> tuple[torch.Tensor, dict, int]:
         """(flat meta-parameters, optimizer state, step): fresh, or a checkpoint's checked against the model."""
         params = self.initial_meta_params()
+        flat, _ = flatten(params)
+        fresh = outer_optimizer(self.config).init(flat)
         if checkpoint is None:
-            flat, _ = flatten(params)
-            return flat, outer_optimizer(self.config).init(flat), 0
-        shapes = {k: tuple(v.shape) for k, v in params.items()}
-        if shapes != {k: tuple(v.shape) for k, v in checkpoint.params.items()}:
-            raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model's parameters")
+            return flat, fresh, 0
+        for what, expected, saved in (("parameters", params, checkpoint.params),
+                                      ("optimizer state", fresh, checkpoint.optimizer_state)):
+            if _shapes(expected) != _shapes(saved):
+                raise CheckpointError(f"checkpoint {checkpoint.path} does not match the model: "
+                                      f"{_difference(expected, saved)} in its {what}")
         flat, _ = flatten({k: checkpoint.params[k] for k in params})  # the model's order: safetensors sorts names
         return flat, checkpoint.optimizer_state, checkpoint.step
 
@@ -64,13 +69,91 @@ class Setup(NamedTuple):
         return flatten_tasks(grads, self.spec), metrics
 
 
+def _shapes(tensors: dict) -> dict:
+    return {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def _difference(expected: dict, saved: dict) -> str:
+    """The first entry that differs: missing, extra, or of another shape."""
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or extra:
+        return f"{missing[0]!r} is missing" if missing else f"{extra[0]!r} is unexpected"
+    name = next(k for k in expected if tuple(expected[k].shape) != tuple(saved[k].shape))
+    return f"{name!r} is {list(saved[name].shape)}, expected {list(expected[name].shape)}"
+
+
 def build(config: Config, device: str = "cpu", dataset: ImageDataset | None = None) -> Setup:
     """Everything a run needs; a few-shot ``dataset`` already in memory is used instead of reading the file."""
     tasks = make_tasks(config, TRAIN, dataset)
+    if device == "cpu":
+        check_memory(config, tasks)
     model, apply, algorithm = learner(config, tasks)
     torch.set_num_threads(config.threads or auto_threads(model))
     _, spec = flatten(algorithm.init(init_params(model, config.seed)))
     return Setup(config, tasks, model, apply, algorithm, choose_execution(config.execution, model, device), spec)
+
+
+EVALUATION_CHUNK = 200  # held-out tasks adapted at once (training.evaluation)
+
+
+def check_memory(config: Config, tasks, available: int | None = None) -> None:
+    """Refuse, in one line naming the key, a run that cannot fit this machine's memory, before allocating it.
+
+    What is counted is a lower bound, sized on torch's meta device (shapes
+    without storage): the meta-parameters with two optimizer moments, one
+    meta-step's per-task gradients (the server holds them all), one
+    meta-step's task data with a single forward pass's activations (of every
+    task when they are vmapped, of one in a loop), and an evaluation chunk's. Training holds more (autograd keeps each inner step),
+    so what this refuses would surely run out of memory.
+    """
+    with torch.device("meta"):
+        model, _, algorithm = learner(config, tasks)
+        parameters = sum(p.numel() for p in algorithm.init(init_params(model, 0)).values())
+        per_example = _activations(model, tasks, config)
+    held_out = (config.test_ways or config.ways, config.test_shots or config.shots)
+    train_examples, test_examples = _examples(config, config.ways, config.shots), _examples(config, *held_out)
+    inputs = math.prod(tasks.input_shape)
+    model_key = "filters" if len(tasks.input_shape) == 3 else "hidden"
+    each = f"of {inputs + per_example:,} floats each (input and {model_key}={getattr(config, model_key)}'s activations)"
+    vmap = choose_execution(config.execution, model) == "vmap"  # tasks at once; a loop holds one task's activations
+    shipped = config.workers if config.worker_reduce else config.meta_batch_size
+    chunk = min(EVALUATION_CHUNK, max(config.eval_episodes, config.val_tasks))
+    needs = {  # bytes (float32) and what sets them
+        3 * parameters * 4: f"{model_key}={getattr(config, model_key)} gives {parameters:,} parameters",
+        shipped * parameters * 4: f"meta_batch_size={config.meta_batch_size} tasks' gradients of {parameters:,} parameters",
+        train_examples * (config.meta_batch_size * inputs + (config.meta_batch_size if vmap else 1) * per_example) * 4:
+            f"meta_batch_size={config.meta_batch_size} tasks of {train_examples:,} examples (ways, shots, queries) {each}",
+        test_examples * (chunk * inputs + (chunk if vmap else 1) * per_example) * 4:
+            f"{chunk} held-out tasks at once of {test_examples:,} examples (test_ways, test_shots, queries) {each}",
+    }
+    total, available = sum(needs), available or machine_memory()
+    if total > available:
+        raise ConfigError(f"the run needs at least {gib(total)} of memory, this machine has {gib(available)}: "
+                          f"{needs[max(needs)]}")
+
+
+def _examples(config: Config, ways: int, shots: int) -> int:
+    """Examples in one task: images of an episode, points of a sinusoid, steps of an RL^2 trial."""
+    if config.task in REINFORCEMENT:
+        return config.pulls if config.task == "bandit" else config.horizon * config.episodes
+    return (ways if config.task not in REGRESSION else 1) * (shots + config.queries)
+
+
+def _activations(model: nn.Module, tasks, config: Config) -> int:
+    """Floats every layer outputs for one example: a forward pass on the meta device."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(sum(o.numel() for o in _tensors(out))))
+             for m in model.modules() if not list(m.children())]
+    inputs = ((torch.empty(1, policy_inputs(tasks)), torch.empty(1, config.hidden[0])) if config.algorithm == "rl2"
+              else (torch.empty(1, *tasks.input_shape),))
+    model(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return sum(sizes)
+
+
+def _tensors(out):
+    return [out] if isinstance(out, torch.Tensor) else [o for o in out if isinstance(o, torch.Tensor)]
 
 
 TORCH_THREADS = torch.get_num_threads()  # torch's own default: one per core

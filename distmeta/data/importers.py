@@ -32,11 +32,14 @@ from tqdm import tqdm
 
 from distmeta.data.dataset import DataError, ImageDataset
 from distmeta.data.parquet import write_dataset
+from distmeta.resources import gib, machine_memory
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 SPLITS = ("train", "val", "test")  # mini-ImageNet's CSV files, in class order
 # What Pillow and zipfile raise for a damaged image, depending on the format and where the damage is.
+MAX_SIZE = 1024  # --size: pixels per side of the stored images
+MAX_PIXELS = 2**25  # of a source image (5792 x 5792): above any photo's, far below a decompression bomb's
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, zipfile.BadZipFile)
 
 
@@ -141,8 +144,10 @@ def import_miniimagenet(path, output, size: int = 84, force: bool = False, progr
 def _start(output, size: int, force: bool) -> float:
     """Check what can be checked before any decoding; returns the start time."""
     output = Path(output)
-    if size < 1:
-        raise DataError(f"size must be at least 1 pixel, got {size}")
+    if not 1 <= size <= MAX_SIZE:
+        raise DataError(f"size must be 1 to {MAX_SIZE} pixels, got {size}")
+    if output.parent.exists() and not output.parent.is_dir():
+        raise DataError(f"cannot write {output}: {output.parent} is a file")
     if output.is_dir():
         raise DataError(f"{output} is a folder; the output is a file such as data/omniglot.parquet")
     if output.exists() and not force:
@@ -230,6 +235,10 @@ def _convert(classes: list[_Class], output, size: int, mode: str, progress: bool
     twice = next((name for name, count in seen.items() if count > 1), None)
     if twice:
         raise DataError(f"class {twice} appears twice (the same data given twice, or in two splits)")
+    needed = sum(len(c.images) for c in classes) * len(mode) * size * size
+    if needed > machine_memory():
+        raise DataError(f"{sum(len(c.images) for c in classes):,} images of {len(mode)}x{size}x{size} need {gib(needed)} "
+                        f"of memory, this machine has {gib(machine_memory())}: choose a smaller --size")
     images, labels = _decode_classes(classes, size, mode, progress, metadata["name"])
     write_dataset(output, images, labels, [c.name for c in classes], [c.group for c in classes],
                   [_drawer(ref.name) for c in classes for ref in c.images] if drawers else None, metadata)
@@ -263,9 +272,14 @@ def _decode(ref, size: int, mode: str) -> np.ndarray:
 
     try:
         source = io.BytesIO(ref.archive.read(ref.member)) if isinstance(ref, _Member) else ref
-        with Image.open(source) as image:
+        with Image.open(source) as image:  # reads the header only
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError
             image.load()  # decode it all now: Pillow is lazy and truncation would surface later, or never
             pixels = np.asarray(image.convert(mode).resize((size, size), Image.LANCZOS))
+    except Image.DecompressionBombError:  # ours, or Pillow's own at open (beyond twice its limit)
+        raise DataError(f"image {ref} has more than {MAX_PIXELS:,} pixels: refused before decoding "
+                        "(a decompression bomb, or far larger than a training image)") from None
     except UnidentifiedImageError:
         raise DataError(f"corrupt image {ref}: not in a format Pillow can read") from None
     except DECODE_ERRORS as err:

@@ -13,6 +13,7 @@ Class names label the generated model's predictions.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +41,9 @@ def read_support(path, input_shape: tuple, classification: bool) -> list[Support
     sets = _images(path, input_shape) if classification else _tables(path, input_shape)
     for support in sets:
         _check(support, path, classification)
+    twice = [name for name, count in Counter(s.name for s in sets).items() if count > 1]
+    if twice:  # e.g. a.csv and a.CSV: a task's name tags its generated model, and may name it
+        raise DataError(f"{path}: two tasks are named {twice[0]!r}; rename one")
     return sets
 
 
@@ -56,6 +60,9 @@ def _tables(path: Path, input_shape: tuple) -> list[SupportSet]:
         missing = [c for c in [*features, "y"] if c not in frame.columns]
         if missing:
             raise DataError(f"{file} has no column {', '.join(missing)}; the meta-model needs {', '.join(features)} and y")
+        if "task" in frame.columns and frame["task"].isna().any():
+            raise DataError(f"{file}: {int(frame['task'].isna().sum())} of {len(frame)} rows have no task "
+                            "(the task column is empty there)")
         groups = frame.groupby("task", sort=True) if "task" in frame.columns else [(file.stem, frame)]
         for name, rows in groups:
             x, y = (_floats(rows[columns], file) for columns in (features, ["y"]))

@@ -52,6 +52,9 @@ LAYERS = {
 }
 
 
+MAX_PIXELS = 2**25  # of a request's image, as `distmeta data import` allows (a decompression bomb is refused)
+
+
 def network(spec: dict) -> nn.Module:
     """The torch module a ``model.json`` network tree describes."""
     return LAYERS[spec["type"]](spec)
@@ -115,7 +118,10 @@ class DistmetaModel(mlflow.pyfunc.PythonModel):
         from PIL import Image
 
         channels, height, width = self.spec["input_shape"]
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(f"an image of {image.width}x{image.height} pixels: more than {MAX_PIXELS:,}, "
+                                 "refused before decoding")
             image.load()
             pixels = np.asarray(image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.LANCZOS))
         pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
