@@ -1,8 +1,10 @@
-"""What this machine offers a process (no other distmeta import)."""
+"""What this machine offers a process, and what it can reach (no other distmeta import)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 
 
@@ -18,3 +20,26 @@ def machine_memory() -> int:
 
 def gib(size: float) -> str:
     return f"{size / 2**30:,.1f} GiB"
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a service (Ray, MLflow, the Jobs API) to accept a connection: $DISTMETA_CONNECT_TIMEOUT."""
+    return float(os.environ.get("DISTMETA_CONNECT_TIMEOUT", "10"))
+
+
+def unreachable(address: str) -> str | None:
+    """Why nothing accepts a connection at ``address`` (HOST:PORT, or a URL), or None when something does."""
+    parts = urllib.parse.urlsplit(address if "://" in address else "//" + address)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        return "not HOST:PORT"
+    try:
+        socket.create_connection((parts.hostname, port), timeout=connect_timeout()).close()
+    except socket.timeout:
+        return f"no answer within {connect_timeout():g} s (DISTMETA_CONNECT_TIMEOUT)"
+    except OSError as err:
+        return err.strerror or str(err)
+    return None

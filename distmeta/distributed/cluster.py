@@ -12,6 +12,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from distmeta.config import ConfigError
 from distmeta.distributed.server import ParameterServer
 from distmeta.distributed.worker import MetaWorker
+from distmeta.resources import unreachable
 from distmeta.setup import adapt_support
 
 
@@ -20,6 +21,9 @@ def connect(address: str | None = None) -> str | None:
     if ray.is_initialized():
         return None
     address = address or os.environ.get("RAY_ADDRESS")
+    why = address and address not in ("auto", "local") and unreachable(address)
+    if why:  # Ray would retry for minutes, or fail with a traceback for a malformed address
+        raise ConnectionError(f"no Ray cluster at --address {address}: {why}")
     handler = signal.getsignal(signal.SIGTERM)
     # in a Ray job the workers' output (their errors above all) goes to the job's log; on a terminal it would be noise
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ

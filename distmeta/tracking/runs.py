@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from distmeta.config import ConfigError
+from distmeta.resources import unreachable
 from distmeta.storage import absolute
 
 
@@ -64,6 +65,22 @@ class Tracker:
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
+
+
+def check_store(tracking_uri: str | None = None) -> None:
+    """Point MLflow at the store and fail fast, writing nothing, where it cannot be used: a server that does
+    not accept a connection (MLflow itself retries for minutes), or a SQLite file in a missing folder."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        why = unreachable(uri)
+        if why:
+            raise ConfigError(f"MLflow tracking store {uri}: {why}")
+    elif uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///")))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"MLflow tracking store {uri}: no folder {folder}")
 
 
 def use_store(experiment: str, tracking_uri: str | None = None) -> None:

@@ -36,10 +36,10 @@ def generate(meta_model: str, support: str, *, steps: int | None = None, name: s
     stores the support set's batch-norm statistics in an image model, so it answers each image on its
     own; ``"transductive"`` leaves it normalising each request with the request's own statistics.
     """
-    from distmeta.tracking import tracked_run, use_store
+    from distmeta.tracking import check_store, tracked_run, use_store
     from distmeta.tracking.models import fetch_meta_model
 
-    use_store("distmeta", tracking_uri)  # the store must answer before a models:/ URI can be read
+    check_store(tracking_uri)  # the store must answer before a models:/ URI can be read
     with tempfile.TemporaryDirectory() as scratch:
         location, source = fetch_meta_model(meta_model, scratch)
         checkpoint = load_checkpoint(location)

@@ -65,19 +65,20 @@ def make_trainer(config: Config, checkpoint=None, address: str | None = None):
 def train(config: Config, output: str | None = None, resume: bool = False, tracking_uri=None, progress: bool = True,
           address: str | None = None) -> dict:
     """Meta-train, validate, checkpoint, meta-test and record it all in MLflow."""
-    from distmeta.tracking import use_store
+    from distmeta.tracking import check_store, use_store
 
     output = absolute(output or default_output(config))
     # data paths as absolute ones, so the saved config works from any folder (evaluate, resume, generate)
     config = replace(config, **{k: absolute(getattr(config, k)) for k in ("dataset", "test_dataset") if getattr(config, k)})
     checkpoint = prepare_output(config, output, resume)
-    use_store(config.experiment, tracking_uri)  # a bad store fails here, before Ray starts or anything is written
+    check_store(tracking_uri)  # a store that does not answer fails here, before Ray starts
     if in_ray_job():
         _check_outputs_outlive_the_job(config, output)
     trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
     try:
         for split in (VALIDATION, TEST):  # and held-out splits too small for their episodes
             trainer.setup.tasks_for(split)
+        use_store(config.experiment, tracking_uri)  # the first write: everything above only reads
         try:
             write_config(output, config)
         except OSError as err:
@@ -242,8 +243,9 @@ def evaluate_checkpoint(path, overrides: dict | None = None, tracking_uri=None, 
     ``test_dataset``, ``rotations`` (validated as any config is). ``batch_norm``:
     ``transductive`` (the papers' protocol) or ``frozen`` (as generated models answer); default: as trained.
     """
-    from distmeta.tracking import tracked_run
+    from distmeta.tracking import check_store, tracked_run
 
+    check_store(tracking_uri)
     checkpoint = load_checkpoint(path)
     config = from_dict({**checkpoint.config.to_dict(), **(overrides or {})})
     setup = build(config)

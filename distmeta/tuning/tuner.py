@@ -36,7 +36,7 @@ EXPERIMENT = "tune"  # Tune's experiment folder under --output
 def tune_run(spec: TuneSpec | None, output: str, resume: bool = False, address: str | None = None,
              tracking_uri: str | None = None, name: str | None = None, progress: bool = True) -> dict:
     """Run (or with ``resume``, continue) a tuning job in ``output``; returns the best trial and MLflow ids."""
-    from distmeta.tracking import current_store, tracked_run, use_store
+    from distmeta.tracking import check_store, current_store, tracked_run, use_store
 
     output = os.path.abspath(output)
     spec, state = _prepare_output(spec, output, resume)
@@ -44,10 +44,11 @@ def tune_run(spec: TuneSpec | None, output: str, resume: bool = False, address: 
     searcher = _searcher(spec)  # a missing optional extra fails here
     data = load_training_data(base)
     _check_metric(spec, base, data)
-    use_store(base.experiment, tracking_uri)  # a bad store fails here, before Ray starts
+    check_store(tracking_uri)  # a store that does not answer fails here, before Ray starts
     store = current_store()
     connect(address)
     _check_resources(spec)
+    use_store(base.experiment, tracking_uri)  # the first write to the store
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # JSON and CSV results, no TensorBoard files (_run_config)
     started = time.perf_counter()
     tags = {"distmeta.tuning": spec.name, "distmeta.output": output, "distmeta.algorithm": base.algorithm,
