@@ -82,12 +82,36 @@ def test_killed_workers_are_restarted_and_no_step_is_lost():
     assert torch.equal(params, reference)
 
 
+def test_a_killed_parameter_server_is_replaced_and_no_step_is_lost(tmp_path):
+    reference, _, _ = train(["workers=2"])
+    killed = []
+
+    def kill_server(trainer):
+        pid = ray.get(trainer.server.pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    def hook(trainer):
+        if trainer.step == 6:  # the state a replacement starts from, replaying the steps since
+            trainer.save(tmp_path)
+        if trainer.step in (3, 9):  # killed between steps (from the initial state, then from step 6's)
+            kill_server(trainer)
+        if trainer.step == 14:  # killed while the step runs
+            threading.Timer(0.001, kill_server, [trainer]).start()
+
+    params, steps, trainer = train(["workers=2"], hook)
+    assert len(set(killed)) == 3 and len(steps) == 20
+    assert all(s["dropped_tasks"] == 0 for s in steps)
+    assert torch.equal(params, reference)
+
+
 def test_non_finite_task_gradients_are_dropped_and_counted():
     config = resolve(overrides=[*BASE, "workers=2"])
     setup = build(config)
     flat, opt_state, _ = setup.initial_state()
     group, first = reserve(config)
-    server = start_server(config, setup.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, 0, group)
+    state = {"flat": flat.numpy(), "optimizer_state": {k: v.numpy() for k, v in opt_state.items()}, "step": 0}
+    server = start_server(config, setup.spec, state, group)
     workers = start_workers(config, group, first)
     weights = server.weights.remote()
     for step in range(3):

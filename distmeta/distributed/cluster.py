@@ -71,11 +71,12 @@ def release(group, first: int) -> None:
         remove_placement_group(group)
 
 
-def start_server(config, spec, flat, optimizer_state, step, group):
-    """The parameter server, in bundle 0 of the run's placement group (a Tune trial's driver, or the first
-    worker): it takes no CPU of its own, and runs where the work is placed, never on a head kept free of it."""
+def start_server(config, spec, state: dict, group):
+    """The parameter server from ``state`` (``ParameterServer.state``), in bundle 0 of the run's placement
+    group (a Tune trial's driver, or the first worker): it takes no CPU of its own, and runs where the work
+    is placed, never on a head kept free of it. Ray does not restart it: the trainer starts a new one."""
     actor = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=_bundle(group, 0))
-    return actor.remote(config.to_dict(), spec, flat, optimizer_state, step)
+    return actor.remote(config.to_dict(), spec, **state)
 
 
 def start_workers(config, group, first: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -22,7 +23,7 @@ class ParameterServer:
     and the driver hands their reference to every worker.
     """
 
-    def __init__(self, config: dict, spec: FlatSpec, flat: np.ndarray, optimizer_state: dict, step: int):
+    def __init__(self, config: dict, spec: FlatSpec, flat: np.ndarray, optimizer_state: dict, step: int, dropped: int = 0):
         self.config = from_dict(config)
         self.spec = spec
         self.flat = torch.tensor(flat)
@@ -30,10 +31,18 @@ class ParameterServer:
         self.opt_state = {k: torch.tensor(v) for k, v in optimizer_state.items()}
         self.step = step
         self.version = 0
-        self.dropped = 0
+        self.dropped = dropped
 
     def weights(self) -> np.ndarray:
         return self.flat.numpy()
+
+    def state(self) -> dict:
+        """What a new server starts from to carry on exactly where this one is (``start_server``'s arguments)."""
+        return {"flat": self.flat.numpy(), "optimizer_state": {k: v.numpy() for k, v in self.opt_state.items()},
+                "step": self.step, "dropped": self.dropped}
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def apply(self, *shards, based_on: int | None = None):
         """One outer step from the shards' gradients, computed at version ``based_on``; returns (weights, stats).

@@ -10,7 +10,10 @@ recomputed at the newest weights instead of applied. Here a step is one
 applied shard of ``ceil(meta_batch_size / workers)`` tasks.
 
 A worker that dies is restarted by Ray, which re-runs its pending calls;
-tasks are pure functions of (seed, step, index), so the rerun is exact.
+tasks are pure functions of (seed, step, index), so the rerun is exact. A
+parameter server that dies is replaced by a new one from the state of the last
+checkpoint (kept in the driver too), which replays the steps since: exact in
+sync mode, for the same reason.
 """
 
 from __future__ import annotations
@@ -45,23 +48,50 @@ class DistributedTrainer:
         # the driver reads that copy too, not its own
         self.setup = build(config, dataset=None if dataset is None else ray.get(dataset))
         self.spec = self.setup.spec
-        flat, opt_state, self.step = self.setup.initial_state(checkpoint)
-        self.server = start_server(config, self.spec, flat.numpy(), {k: v.numpy() for k, v in opt_state.items()}, self.step,
-                                   self.group)
-        self.workers = start_workers(config, self.group, self.first_bundle)
-        self.weights = self.server.weights.remote()
-        self.version = 0
+        flat, opt_state, step = self.setup.initial_state(checkpoint)
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
+        self.recomputed = 0
+        self.workers = start_workers(config, self.group, self.first_bundle)
+        self._start_server({"flat": flat.numpy(), "optimizer_state": {k: v.numpy() for k, v in opt_state.items()},
+                            "step": step})
+
+    def _start_server(self, state: dict) -> None:
+        """A parameter server from ``state``, which is also what a lost one is rebuilt from."""
+        self.saved = state
+        self.server = start_server(self.config, self.spec, state, self.group)
+        self.weights = self.server.weights.remote()
+        self.version, self.step = 0, state["step"]
         self.inflight: dict = {}  # async: info ref -> (worker index, gradients ref, chunk)
         self.next_chunk = self.step  # async: the next chunk of tasks to hand out
-        self.recomputed = 0
 
     @property
     def meta_params(self) -> dict[str, torch.Tensor]:
         return unflatten(torch.tensor(ray.get(self.weights)), self.spec)
 
     def meta_step(self) -> dict[str, float]:
-        return self._sync_step() if self.config.mode == "sync" else self._async_step()
+        try:
+            return self._sync_step() if self.config.mode == "sync" else self._async_step()
+        except ray.exceptions.RayActorError:
+            if self._server_alive():
+                raise
+            self._restart_server()
+            return self.meta_step()
+
+    def _server_alive(self) -> bool:
+        try:
+            ray.get(self.server.pid.remote())
+            return True
+        except ray.exceptions.RayActorError:
+            return False
+
+    def _restart_server(self) -> None:
+        """Replace a lost parameter server: a new one from the last saved state, brought back to the current
+        step by replaying the steps since. Tasks are pure functions of (seed, step, index) and the sharding is
+        the same, so in sync mode the replay is exact (async mode's order of arrival never was)."""
+        target = self.step
+        self._start_server(self.saved)
+        while self.step < target:
+            self.meta_step()
 
     def _sync_step(self, attempts: int = 5) -> dict[str, float]:
         start = time.perf_counter()
@@ -77,8 +107,8 @@ class DistributedTrainer:
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
                 # A worker (or its node) is gone for good, or took gradients with it
                 # before the server read them (then the server applied nothing).
-                if attempt == attempts - 1:
-                    raise
+                if attempt == attempts - 1 or not self._server_alive():
+                    raise  # a lost server: meta_step replaces it
                 self._replace_dead_workers()
         self.weights, self.version, self.step = weights, stats["version"], stats["step"]
         return self._summary(infos, stats, time.perf_counter() - start)
@@ -154,7 +184,16 @@ class DistributedTrainer:
     evaluate, evaluate_all = MetaTrainer.evaluate, MetaTrainer.evaluate_all
 
     def save(self, output, run_id=None) -> str:
-        return ray.get(self.server.checkpoint.remote(output, run_id, self.setup.tasks.input_shape))
+        """Checkpoint the server's state, and keep it here too: a lost server restarts from it."""
+        try:
+            path = ray.get(self.server.checkpoint.remote(output, run_id, self.setup.tasks.input_shape))
+            self.saved = ray.get(self.server.state.remote())
+            return path
+        except ray.exceptions.RayActorError:
+            if self._server_alive():
+                raise
+            self._restart_server()
+            return self.save(output, run_id)
 
     def worker_locations(self) -> list[dict]:
         """Each worker's process id and Ray node id."""
