@@ -123,10 +123,13 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path, track
         assert torch.equal(a.params[k], b.params[k]), k
     for k in a.optimizer_state:
         assert torch.equal(a.optimizer_state[k], b.optimizer_state[k]), k
-    # The resumed command finished the very MLflow run the killed one started.
+    # The resumed command finished the very MLflow run the killed one started, one point per logged step.
     mlflow.set_tracking_uri(tracking_uri)
-    assert mlflow.MlflowClient().get_run(last_json(resumed.stdout)["run_id"]).info.status == "FINISHED"
+    client = mlflow.MlflowClient()
+    assert client.get_run(last_json(resumed.stdout)["run_id"]).info.status == "FINISHED"
     assert last_json(resumed.stdout)["run_id"] == b.run_id
+    logged = sorted(m.step for m in client.get_metric_history(b.run_id, "train_loss"))
+    assert logged == list(range(10, 401, 10))
 
 
 def test_sigterm_ends_the_run_killed(tmp_path, tracking_uri):

@@ -44,3 +44,17 @@ def test_metrics_reach_the_store_by_count_or_by_time(tracking_uri):
         tracker.flush_seconds = 0.0
         tracker.log_metrics({"loss": 0.5}, step=2)
         assert stored() == 2  # the clock ran out: both points are in the store while the run is RUNNING
+
+
+def test_a_resumed_run_logs_each_step_once(tracking_uri):
+    """Steps redone after a checkpoint were logged before the interruption: the resumed run skips those points."""
+    with tracked_run("statuses", "cut", tracking_uri) as tracker:
+        tracker.log_metrics({"loss": 1.0, "val": 3.0}, step=10)
+        tracker.log_metrics({"loss": 0.9}, step=20)  # logged, then killed; the checkpoint was at step 15
+    with tracked_run("statuses", "again", tracking_uri, resume_run_id=tracker.run_id) as resumed:
+        resumed.log_metrics({"loss": 0.9, "val": 2.0}, step=20)  # step 20 redone: val is new there, loss is not
+        resumed.log_metrics({"loss": 0.8}, step=30)
+    history = lambda key: [(m.step, m.value) for m in sorted(mlflow.MlflowClient(tracking_uri).get_metric_history(
+        tracker.run_id, key), key=lambda m: m.step)]
+    assert history("loss") == [(10, 1.0), (20, 0.9), (30, 0.8)]
+    assert history("val") == [(10, 3.0), (20, 2.0)]

@@ -27,6 +27,14 @@ class Tracker:
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self._buffer: list[Metric] = []
         self._flushed = time.monotonic()
+        # A resumed run redoes the steps after its checkpoint, which the interrupted one may have logged:
+        # the same values (tasks are pure functions of their seeds), logged once.
+        self._logged_through = self._last_steps() if resumed else {}
+
+    def _last_steps(self) -> dict[str, int]:
+        """Each metric's last logged step."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {key: max(m.step for m in self.client.get_metric_history(self.run_id, key)) for key in keys}
 
     def log_params(self, params: dict) -> None:
         items = [Param(k, str(v)) for k, v in params.items()]
@@ -35,7 +43,8 @@ class Tracker:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         now = int(time.time() * 1000)
-        self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                         if step > self._logged_through.get(k, -1)]
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._flushed >= self.flush_seconds:
             self.flush()
 

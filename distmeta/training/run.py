@@ -182,6 +182,7 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
             if config.val_every and step % config.val_every == 0 and not last:
                 _validate(trainer, output, tracker, report, bar)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
+                tracker.flush()  # a run resumed from this checkpoint has every point up to it
                 trainer.save(output, tracker.run_id)
             bar.update(1)
             if last:  # the step budget or the time budget is spent
