@@ -17,7 +17,7 @@ from distmeta.data.dataset import ImageDataset
 from distmeta.models import MLP, RecurrentPolicy, apply_fn, init_params, make_model, policy_inputs
 from distmeta.resources import gib, machine_memory
 from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
-from distmeta.tasks import TRAIN, RandomEpisodes, make_tasks, task_seed
+from distmeta.tasks import TEST, TRAIN, VALIDATION, RandomEpisodes, make_tasks, task_seed
 
 
 class Setup(NamedTuple):
@@ -37,6 +37,11 @@ class Setup(NamedTuple):
     def tasks_for(self, split: int):
         """The task distribution of ``split`` (training's is ``tasks``)."""
         return self.tasks if split == TRAIN else make_tasks(self.config, split, self.dataset)
+
+    def check_held_out(self) -> None:
+        """Fail now, not at the first validation, where a held-out split cannot give its episodes."""
+        for split in (VALIDATION, TEST):
+            self.tasks_for(split)
 
     def initial_meta_params(self) -> dict[str, torch.Tensor]:
         return self.algorithm.init(init_params(self.model, self.config.seed))

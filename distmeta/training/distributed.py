@@ -40,15 +40,18 @@ class DistributedTrainer:
 
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None, address: str | None = None, dataset=None):
         self.config = config
-        self.dashboard = connect(address)
-        self.group, self.first_bundle = reserve(config)  # fails (or waits) before anything else is done
-        if dataset is None and config.task == "fewshot":
-            dataset = ray.put(load_training_data(config))  # into the object store once, for every worker
-        self.dataset = () if dataset is None else (dataset,)  # nested: each compute call carries the reference
-        # the driver reads that copy too, not its own
-        self.setup = build(config, dataset=None if dataset is None else ray.get(dataset))
-        self.spec = self.setup.spec
+        data = load_training_data(config) if dataset is None and config.task == "fewshot" else None
+        # every check of the config, the data and the checkpoint, before Ray starts
+        self.setup = build(config, dataset=ray.get(dataset) if dataset is not None else data)
+        self.setup.check_held_out()
         flat, opt_state, step = self.setup.initial_state(checkpoint)
+        self.spec = self.setup.spec
+        self.dashboard = connect(address)
+        self.group, self.first_bundle = reserve(config)  # fails (or waits) for a cluster too small
+        if data is not None:
+            dataset = ray.put(data)  # into the object store once, for every worker
+            self.setup = build(config, dataset=ray.get(dataset))  # the driver reads that copy too, not its own
+        self.dataset = () if dataset is None else (dataset,)  # nested: each compute call carries the reference
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
         self.recomputed = 0
         self.workers = start_workers(config, self.group, self.first_bundle)

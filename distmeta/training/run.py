@@ -74,10 +74,8 @@ def train(config: Config, output: str | None = None, resume: bool = False, track
     check_store(tracking_uri)  # a store that does not answer fails here, before Ray starts
     if in_ray_job():
         _check_outputs_outlive_the_job(config, output)
-    trainer = make_trainer(config, checkpoint, address)  # so does a cluster too small for the workers
+    trainer = make_trainer(config, checkpoint, address)  # checks the data, the checkpoint and the cluster
     try:
-        for split in (VALIDATION, TEST):  # and held-out splits too small for their episodes
-            trainer.setup.tasks_for(split)
         use_store(config.experiment, tracking_uri)  # the first write: everything above only reads
         try:
             write_config(output, config)

@@ -29,6 +29,7 @@ class MetaTrainer:
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None, dataset=None):
         self.config = config
         self.setup = build(config, dataset=dataset)
+        self.setup.check_held_out()
         self.optimizer = outer_optimizer(config)
         self.spec = self.setup.spec
         self.flat, self.opt_state, self.step = self.setup.initial_state(checkpoint)
