@@ -109,7 +109,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path, track
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "cut" / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and not any(p.name >= "step-00000050" for p in checkpoints.glob("step-*")):
+    while time.time() < deadline and not any(p.parent.name >= "step-00000050" for p in checkpoints.glob("step-*/state.json")):
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()

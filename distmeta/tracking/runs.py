@@ -82,6 +82,14 @@ def check_store(tracking_uri: str | None = None) -> None:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     uri = mlflow.get_tracking_uri()
+    try:  # a scheme no store (or plugin) serves; MLflow's registry of them, read without building a store
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        _tracking_store_registry.get_store_builder(uri)
+    except ImportError:
+        pass  # another MLflow version: use_store reports it
+    except Exception as err:
+        raise ConfigError(f"MLflow tracking store {uri}: {str(err).strip().splitlines()[0]}") from None
     if uri.startswith(("http://", "https://")):
         why = unreachable(uri)
         if why:
