@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
 import numpy as np
+import ray
 import torch
+from ray.dag import InputNode, MultiOutputNode
 
 from distmeta.checkpoint import save_checkpoint
 from distmeta.config import from_dict
 from distmeta.optim import FlatSpec, aggregate, unflatten
 from distmeta.setup import outer_optimizer
+
+MAX_GRAPH_FAILURES = 5  # worker losses in one run_steps call before the driver must replace workers
 
 
 class ParameterServer:
@@ -21,6 +26,10 @@ class ParameterServer:
     tasks), takes one optimizer step and returns the new weights; called with
     ``num_returns=2``, those weights go to the object store once per version
     and the driver hands their reference to every worker.
+
+    ``run_steps`` instead runs whole sync steps itself, over a Ray compiled
+    graph of the workers: weights out and gradients back through shared-memory
+    channels, with no actor call and no driver on the step's critical path.
     """
 
     def __init__(self, config: dict, spec: FlatSpec, flat: np.ndarray, optimizer_state: dict, step: int, dropped: int = 0):
@@ -32,6 +41,7 @@ class ParameterServer:
         self.step = step
         self.version = 0
         self.dropped = dropped
+        self.workers, self.graph = [], None  # run_steps: the workers (use_workers), compiled on first use
 
     def weights(self) -> np.ndarray:
         return self.flat.numpy()
@@ -67,6 +77,58 @@ class ParameterServer:
         stats = {"version": self.version, "step": self.step, "kept": None if kept is None else kept.numpy(),
                  "staleness": staleness, "dropped_total": self.dropped, "aggregate_time": time.perf_counter() - start}
         return self.flat.numpy(), stats
+
+    def use_workers(self, workers: list, shards: list[list[int]], dataset: tuple = ()) -> None:
+        """The workers ``run_steps`` shards each step over (again after the driver replaced lost ones)."""
+        self._teardown()
+        self.workers, self.shards, self.dataset = workers, shards, dataset
+
+    def run_steps(self, first: int, count: int) -> tuple[list, str | None]:
+        """Sync steps ``first`` .. ``first + count - 1``: each step's (worker infos, stats), and why it stopped
+        early (None; "timeout"; "workers lost": a worker Ray could not restart, for the driver to replace;
+        "skipped": a call queued behind one that stopped early).
+
+        A worker that dies mid-step costs a new graph over its restarted actor
+        and the step redone from the same seeds: the run stays exact.
+        """
+        if first != self.step:  # queued behind a call that stopped early: the driver asks again
+            return [], "skipped"
+        results, failures = [], 0
+        while len(results) < count:
+            try:
+                start = time.perf_counter()
+                outputs = ray.get(self._graph().execute(self.flat.numpy(), self.step),
+                                  timeout=self.config.step_timeout or None)
+            except ray.exceptions.RayChannelTimeoutError:
+                self._teardown()
+                return results, "timeout"
+            except (ray.exceptions.RayActorError, ray.exceptions.RaySystemError, ray.exceptions.ObjectLostError):
+                self._teardown()  # Ray restarts a killed worker; the next graph is compiled over it
+                failures += 1
+                if failures > MAX_GRAPH_FAILURES:
+                    return results, "workers lost"
+                continue
+            # copies: a graph's numpy arrays are views of its channels, which stay blocked while a view lives
+            infos = copy.deepcopy([info for info, _ in outputs])
+            _, stats = self.apply(*[grads for _, grads in outputs])
+            del outputs
+            stats["step_time"] = time.perf_counter() - start
+            results.append((infos, stats))
+        return results, None
+
+    def _graph(self):
+        """The compiled step: (weights, step) in, every worker's (info, gradients) for its shard out."""
+        if self.graph is None:
+            ray.get([w.prepare.remote(self.dataset) for w in self.workers])  # raises for a worker lost for good
+            with InputNode() as step:
+                outputs = [w.compute.bind(step[0], 0, step[1], shard) for w, shard in zip(self.workers, self.shards)]
+                self.graph = MultiOutputNode(outputs).experimental_compile()
+        return self.graph
+
+    def _teardown(self) -> None:
+        if self.graph is not None:
+            self.graph.teardown()
+        self.graph = None
 
     def checkpoint(self, output: str, run_id=None, input_shape=None) -> str:
         """Save params, optimizer state, step and config (tasks are pure functions of seeds: no RNG state)."""

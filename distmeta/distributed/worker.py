@@ -32,7 +32,7 @@ class MetaWorker:
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int], dataset: tuple = ()):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
 
-        Gradients are ``(T, P)`` float32, or with ``worker_reduce`` the triple
+        Gradients are ``(T, P)`` float32, or when ``reduces_on_workers`` the triple
         (sum over finite tasks, their count, all tasks) to save bandwidth.
 
         ``dataset``: empty, or a one-element tuple holding the object reference
@@ -42,16 +42,13 @@ class MetaWorker:
         constructor argument in the object store is one Ray cannot promise to
         keep for a restart (it logs an error about it, ray#53727).
         """
-        if self.setup is None:  # its CPUs are its threads, not the driver's `threads`
-            threads = max(1, int(self.config.worker_cpus))
-            self.setup = build(replace(self.config, threads=threads), self.device.type,
-                               ray.get(dataset[0]) if dataset else None)
+        self.prepare(dataset)
         start = time.perf_counter()
         params = unflatten(torch.tensor(weights, device=self.device), self.setup.spec)
         grads, metrics = self.setup.task_gradients(params, step, indices)
         grads = grads.cpu()
         info = {"version": version, "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
-        if self.config.worker_reduce:
+        if self.config.reduces_on_workers:
             mean, kept = aggregate(grads)
             grads = (mean.numpy() * int(kept.sum()), int(kept.sum()), len(kept))
             info["kept"] = kept.numpy()
@@ -59,6 +56,13 @@ class MetaWorker:
             grads = grads.numpy()
         info["compute_time"] = time.perf_counter() - start
         return info, grads
+
+    def prepare(self, dataset: tuple = ()) -> None:
+        """Build the model and task distribution once (a compiled graph's calls carry no dataset: it comes first)."""
+        if self.setup is None:  # its CPUs are its threads, not the driver's `threads`
+            threads = max(1, int(self.config.worker_cpus))
+            self.setup = build(replace(self.config, threads=threads), self.device.type,
+                               ray.get(dataset[0]) if dataset else None)
 
     def where(self) -> dict:
         """This worker's process and Ray node, and whether its dataset maps the object store (no copy)."""

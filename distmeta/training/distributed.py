@@ -1,25 +1,33 @@
 """The distributed meta-trainer: MetaTrainer's interface over Ray actors.
 
 Sync mode: every meta-step shards the meta-batch's task indices across the
-workers, waits for all of them, and hands their gradients' object references
-to the parameter server, which returns the next weights as another reference
-(the driver never touches gradients or weights). Async mode: each worker
-computes a shard at the newest weights it was given, and the server applies
-shards as they arrive; a gradient more than ``max_staleness`` versions old is
-recomputed at the newest weights instead of applied. Here a step is one
-applied shard of ``ceil(meta_batch_size / workers)`` tasks.
+workers, waits for all of them, and hands their gradients to the parameter
+server, which applies the outer update (the driver never touches gradients or
+weights). By default the server runs the steps itself, over a Ray compiled
+graph of the workers (``ParameterServer.run_steps``), a chunk of steps per
+call while the driver logs the previous chunk; with ``compiled_graph=false``
+each step is actor calls whose object references the driver passes on.
 
-A worker that dies is restarted by Ray, which re-runs its pending calls;
-tasks are pure functions of (seed, step, index), so the rerun is exact. A
-parameter server that dies is replaced by a new one from the state of the last
-checkpoint (kept in the driver too), which replays the steps since: exact in
-sync mode, for the same reason.
+Async mode: each worker computes a shard at the newest weights it was given,
+and the server applies shards as they arrive; a gradient more than
+``max_staleness`` versions old is recomputed at the newest weights instead of
+applied. Here a step is one applied shard of ``ceil(meta_batch_size / workers)``
+tasks.
+
+A worker that dies is restarted by Ray, which re-runs its pending calls (the
+server compiles its graph again over the restarted actor and redoes the
+step); tasks are pure functions of (seed, step, index), so the rerun is exact.
+A parameter server that dies is replaced by a new one from the state of the
+last checkpoint (kept in the driver too), which replays the steps since: exact
+in sync mode, for the same reason.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections import deque
 
 import numpy as np
 import ray
@@ -32,6 +40,8 @@ from distmeta.optim import unflatten
 from distmeta.setup import build
 from distmeta.tasks import load_training_data
 from distmeta.training.trainer import MetaTrainer, step_summary
+
+CHUNK_SECONDS = 0.1  # compiled path: about this much work per server call, so the progress bar still moves
 
 
 class DistributedTrainer:
@@ -53,7 +63,9 @@ class DistributedTrainer:
             self.setup = build(config, dataset=ray.get(dataset))  # the driver reads that copy too, not its own
         self.dataset = () if dataset is None else (dataset,)  # nested: each compute call carries the reference
         self.shard_size = math.ceil(config.meta_batch_size / config.workers)
+        self.shards = [s.tolist() for s in np.array_split(np.arange(config.meta_batch_size), config.workers) if len(s)]
         self.recomputed = 0
+        self.compiled = config.mode == "sync" and config.compiled_graph  # until the graph fails (_fall_back)
         self.workers = start_workers(config, self.group, self.first_bundle)
         self._start_server({"flat": flat.numpy(), "optimizer_state": {k: v.numpy() for k, v in opt_state.items()},
                             "step": step})
@@ -65,20 +77,45 @@ class DistributedTrainer:
         self.weights = self.server.weights.remote()
         self.version, self.step = 0, state["step"]
         self.inflight: dict = {}  # async: info ref -> (worker index, gradients ref, chunk)
+        self.chunks: deque = deque()  # compiled: the server's run_steps calls in flight, (reference, steps)
+        self.ready: deque = deque()  # compiled: steps the server ran that meta_step has not returned yet
+        self.last_step_seconds = None
+        if self.compiled:
+            self._use_workers()
         self.next_chunk = self.step  # async: the next chunk of tasks to hand out
 
     @property
-    def meta_params(self) -> dict[str, torch.Tensor]:
-        return unflatten(torch.tensor(ray.get(self.weights)), self.spec)
+    def flat(self) -> torch.Tensor:
+        """The meta-parameters after every step started so far."""
+        self._settle()
+        return torch.tensor(ray.get(self.server.weights.remote()))
 
-    def meta_step(self) -> dict[str, float]:
+    @property
+    def meta_params(self) -> dict[str, torch.Tensor]:
+        return unflatten(self.flat, self.spec)
+
+    @property
+    def running_ahead(self) -> bool:
+        """Whether steps have started, or finished, that ``meta_step`` has not returned yet."""
+        return bool(self.chunks or self.ready)
+
+    def meta_step(self, until: int | None = None) -> dict[str, float]:
+        """One step's metrics. ``until``: the steps up to it may run ahead while the driver logs this one
+        (compiled sync path); the caller saves or evaluates only at ``until``, where the server stops."""
         try:
-            return self._sync_step() if self.config.mode == "sync" else self._async_step()
+            if self.config.mode == "async":
+                return self._async_step()
+            if self.compiled:
+                try:
+                    return self._graph_steps(until)
+                except ray.exceptions.RayTaskError as err:
+                    self._fall_back(err)
+            return self._pop_ready() if self.ready else self._sync_step()
         except ray.exceptions.RayActorError:
             if self._server_alive():
                 raise
             self._restart_server()
-            return self.meta_step()
+            return self.meta_step(until)
 
     def _server_alive(self) -> bool:
         try:
@@ -92,16 +129,80 @@ class DistributedTrainer:
         step by replaying the steps since. Tasks are pure functions of (seed, step, index) and the sharding is
         the same, so in sync mode the replay is exact (async mode's order of arrival never was)."""
         target = self.step
+        if self.compiled:
+            for worker in self.workers:  # still looping in the lost server's graph: Ray restarts them fresh
+                ray.kill(worker, no_restart=False)
+            self._replace_dead_workers()
         self._start_server(self.saved)
         while self.step < target:
-            self.meta_step()
+            self.meta_step(until=target)
+
+    def _graph_steps(self, until: int | None) -> dict[str, float]:
+        """The next step's metrics, from chunks of steps the server runs over its compiled graph. Two chunks
+        are in flight, so the server never waits for the driver; none runs past ``until``."""
+        until = max(until or 0, self.step + 1)
+        while not self.ready:
+            if not self.chunks:
+                self._run_chunk(until)
+            results, stopped = self._get(self.chunks.popleft()[0], self._chunk_timeout())
+            self.ready.extend(results)
+            if stopped == "timeout":
+                raise self._timeout()
+            if stopped == "workers lost":  # new workers, then the rest from where the server is
+                self._settle()  # the chunk queued behind this one stops at once
+                self._replace_dead_workers()
+                self._use_workers()
+        while len(self.chunks) < 2 and self._next_to_run() < until:
+            self._run_chunk(until)
+        return self._pop_ready()
+
+    def _fall_back(self, err: Exception) -> None:
+        """The graph itself failed (as it can over a worker restarted after its node was lost, Ray 2.60): the
+        run goes on with actor calls from the server's step; a worker's own error recurs there and ends it."""
+        print(f"distmeta: the compiled graph failed ({type(err).__name__}); continuing with actor calls",
+              file=sys.stderr)
+        self.compiled = False
+        self.chunks.clear()
+        self._replace_dead_workers()
+        ray.get(self.server.use_workers.remote([], []))  # tears the graph down
+        self.weights = self.server.weights.remote()
+
+    def _pop_ready(self) -> dict[str, float]:
+        infos, stats = self.ready.popleft()
+        self.step, self.last_step_seconds = stats["step"], stats["step_time"]
+        return self._summary(infos, stats, stats["step_time"])
+
+    def _next_to_run(self) -> int:
+        return self.step + len(self.ready) + sum(size for _, size in self.chunks)
+
+    def _run_chunk(self, until: int) -> None:
+        """Ask the server for about ``CHUNK_SECONDS`` of steps after those it has been asked for."""
+        first = self._next_to_run()
+        size = max(1, round(CHUNK_SECONDS / self.step_seconds)) if self.step_seconds else 1
+        size = min(size, until - first)
+        self.chunks.append((self.server.run_steps.remote(first, size), size))
+
+    @property
+    def step_seconds(self) -> float | None:
+        """The last step's time on the server (None before the first)."""
+        return self.ready[-1][1]["step_time"] if self.ready else self.last_step_seconds
+
+    def _chunk_timeout(self) -> float:
+        return self.config.step_timeout * (self._next_to_run() - self.step + 1)
+
+    def _use_workers(self) -> None:
+        ray.get(self.server.use_workers.remote(self.workers, self.shards, self.dataset))
+
+    def _settle(self) -> None:
+        """Wait for the chunks in flight (the next ``meta_step`` calls return their steps)."""
+        while self.chunks:
+            self.ready.extend(self._get(self.chunks.popleft()[0], self._chunk_timeout())[0])
 
     def _sync_step(self, attempts: int = 5) -> dict[str, float]:
         start = time.perf_counter()
-        shards = [s.tolist() for s in np.array_split(np.arange(self.config.meta_batch_size), len(self.workers)) if len(s)]
         for attempt in range(attempts):
             calls = [w.compute.options(num_returns=2).remote(self.weights, self.version, self.step, shard, self.dataset)
-                     for w, shard in zip(self.workers, shards)]
+                     for w, shard in zip(self.workers, self.shards)]
             try:
                 infos = self._get([info for info, _ in calls])
                 weights, stats = self.server.apply.options(num_returns=2).remote(*[grads for _, grads in calls])
@@ -146,10 +247,10 @@ class DistributedTrainer:
         summary.update(staleness=stats["staleness"], recomputed=self.recomputed)
         return summary
 
-    def _get(self, refs):
+    def _get(self, refs, timeout: float | None = None):
         """``ray.get`` bounded by ``step_timeout``: a step never hangs forever (in a Tune trial least of all)."""
         try:
-            return ray.get(refs, timeout=self.config.step_timeout or None)
+            return ray.get(refs, timeout=(timeout or self.config.step_timeout) or None)
         except ray.exceptions.GetTimeoutError:
             raise self._timeout() from None
 
@@ -189,6 +290,7 @@ class DistributedTrainer:
     def save(self, output, run_id=None) -> str:
         """Checkpoint the server's state, and keep it here too: a lost server restarts from it."""
         try:
+            self._settle()
             path = ray.get(self.server.checkpoint.remote(output, run_id, self.setup.tasks.input_shape))
             self.saved = ray.get(self.server.state.remote())
             return path

@@ -23,7 +23,7 @@ from distmeta.training.trainer import MetaTrainer
 
 # Keys that may change when resuming: they do not change the optimisation path.
 RESUMABLE = {"steps", "minutes", "threads", "val_every", "val_tasks", "eval_episodes", "checkpoint_every", "keep_checkpoints", "log_every",
-             "step_timeout", "placement_timeout"}
+             "step_timeout", "placement_timeout", "compiled_graph"}
 
 
 def default_output(config: Config) -> str:
@@ -164,13 +164,15 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
     deadline = time.monotonic() + 60 * config.minutes if config.minutes else float("inf")
     with bar:
         while trainer.step < config.steps:
-            metrics = trainer.meta_step()
+            # steps may run ahead of the driver up to the next validation, checkpoint or end, not past them
+            past_deadline = time.monotonic() >= deadline
+            metrics = trainer.meta_step(trainer.step + 1 if past_deadline else _next_stop(config, trainer.step))
             stats["tasks"] += round(metrics["tasks_per_second"] * metrics["step_time"])
             stats["seconds"] += metrics["step_time"]
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
             step = trainer.step
-            last = step == config.steps or time.monotonic() >= deadline
+            last = step == config.steps or (time.monotonic() >= deadline and not trainer.running_ahead)
             if step % config.log_every == 0 or last:
                 means = {k: sum(v) / len(v) for k, v in window.items()}
                 means["dropped_tasks"] = sum(window["dropped_tasks"])
@@ -186,6 +188,12 @@ def fit(trainer, output: str, tracker, progress: bool = True, report=None) -> di
             if last:  # the step budget or the time budget is spent
                 break
     return {**stats, "validation": _validate(trainer, output, tracker, report, bar)}
+
+
+def _next_stop(config: Config, step: int) -> int:
+    """The first step after ``step`` where the driver needs the trainer to stop: validation, checkpoint, end."""
+    stops = [config.steps] + [(step // every + 1) * every for every in (config.val_every, config.checkpoint_every) if every]
+    return min(stops)
 
 
 def _validate(trainer, output: str, tracker, report=None, bar=None) -> dict | None:

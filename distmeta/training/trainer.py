@@ -38,8 +38,11 @@ class MetaTrainer:
     def meta_params(self) -> dict[str, torch.Tensor]:
         return unflatten(self.flat, self.spec)
 
-    def meta_step(self) -> dict[str, float]:
-        """One outer step; returns its metrics (task means, timing, dropped tasks)."""
+    running_ahead = False  # one process never runs a step before it is asked for
+
+    def meta_step(self, until: int | None = None) -> dict[str, float]:
+        """One outer step; returns its metrics (task means, timing, dropped tasks). ``until``: see
+        ``DistributedTrainer.meta_step`` (one process runs each step when asked)."""
         start = time.perf_counter()
         tasks = range(self.config.meta_batch_size)
         grads, metrics = self.setup.task_gradients(self.meta_params, self.step, tasks)
