@@ -7,9 +7,9 @@ Cases: Omniglot-shaped Conv4 MAML (5-way 1-shot, 15 queries per class,
 meta-batch 32, second order, random images) and sinusoid MAML (the shipped
 default: meta-batch 25). Each worker gets one CPU and one torch thread; the
 single-process trainer is shown with 1 and 2 threads. The Ray paths: the
-default (the parameter server runs the steps over a compiled graph, workers
-send one summed gradient each), the same with per-task gradients, and the
-actor-call path. Figures are medians over meta-steps measured in one run,
+parameter server runs the steps over a compiled graph (the default) with
+workers sending one summed gradient each (``worker_reduce``) or per-task
+gradients (the default), and the actor-call path (``compiled_graph=false``). Figures are medians over meta-steps measured in one run,
 side by side; tasks/s is the driver's wall clock over the same steps. A model
 fitted to them extrapolates to 8 and 64 workers.
 """
@@ -35,11 +35,11 @@ CASES = {
 RUNS = {
     "single process, 1 thread": ["workers=0", "threads=1"],
     "single process, 2 threads": ["workers=0", "threads=2"],
-    "1 worker": ["workers=1"],
-    "2 workers": ["workers=2"],
-    "2 workers, per-task gradients": ["workers=2", "worker_reduce=false"],
-    "1 worker, actor calls": ["workers=1", "compiled_graph=false"],
-    "2 workers, actor calls": ["workers=2", "compiled_graph=false"],
+    "1 worker": ["workers=1", "worker_reduce=true"],
+    "2 workers": ["workers=2", "worker_reduce=true"],
+    "2 workers, per-task gradients": ["workers=2"],
+    "1 worker, actor calls": ["workers=1", "compiled_graph=false", "worker_reduce=true"],
+    "2 workers, actor calls": ["workers=2", "compiled_graph=false", "worker_reduce=true"],
 }
 
 
@@ -90,8 +90,8 @@ def extrapolate(fits: dict) -> None:
     """Step time T(W) = c B / W + r0 + r1 W: compute shared by W workers, plus the round trip and aggregation.
 
     c: seconds of compute per task on one worker. r0 + r1 W: transfer plus
-    aggregation, fitted through the 1- and 2-worker runs of the default path,
-    where each worker ships one summed gradient (so the server's work grows
+    aggregation, fitted through the 1- and 2-worker compiled-graph runs where
+    each worker ships one summed gradient (so the server's work grows
     with W, not with the tasks). With per-task gradients the server adds a
     per task instead (a: the 2-worker run's aggregation per task). The
     meta-batch grows with the workers (B = 2W, at least the case's own) so

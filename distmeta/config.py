@@ -110,8 +110,8 @@ class Config:
     worker_gpus: float = _key(0.0, "GPUs per worker; fractions share a GPU", min=0)
     mode: str = _key("sync", "sync: every step waits for all tasks; async: apply shards as they arrive", choices=MODES)
     max_staleness: int = _key(2, "async: recompute a gradient more than this many versions old", min=0)
-    worker_reduce: bool = _key(True, "with aggregate=mean, workers send the sum and count of their tasks, "
-                               "not per-task gradients")
+    worker_reduce: bool = _key(False, "workers send the sum and count of their tasks, not per-task gradients "
+                               "(aggregate=mean; not bit-identical to one process)")
     compiled_graph: bool = _key(True, "sync mode: the server runs the steps over a Ray compiled graph of the "
                                 "workers (false: a round of actor calls per step)")
     placement_timeout: float = _key(0.0, "seconds to wait for an autoscaling cluster to make room for the workers "
@@ -127,11 +127,6 @@ class Config:
     keep_checkpoints: int = _key(2, "how many step checkpoints to keep", min=1)
     log_every: int = _key(10, "log metrics to MLflow every N steps", min=1)
     experiment: str = _key("distmeta", "MLflow experiment name")
-
-    @property
-    def reduces_on_workers(self) -> bool:
-        """Whether workers ship one summed gradient each (a mean can be summed in parts; a median cannot)."""
-        return self.worker_reduce and self.aggregate == "mean"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -285,3 +280,5 @@ def _check_combination(config: Config) -> None:
                           f"(train a {config.test_ways}-way model for {config.test_ways}-way tests)")
     if config.workers > config.meta_batch_size:
         raise ConfigError(f"workers ({config.workers}) must be <= meta_batch_size ({config.meta_batch_size})")
+    if config.worker_reduce and config.aggregate != "mean":
+        raise ConfigError("worker_reduce sums on the workers, so it needs aggregate=mean")

@@ -121,7 +121,7 @@ def check_memory(config: Config, tasks, available: int | None = None) -> None:
     model_key = "filters" if len(tasks.input_shape) == 3 else "hidden"
     each = f"of {inputs + per_example:,} floats each (input and {model_key}={getattr(config, model_key)}'s activations)"
     vmap = choose_execution(config.execution, model) == "vmap"  # tasks at once; a loop holds one task's activations
-    shipped = config.workers if config.reduces_on_workers else config.meta_batch_size
+    shipped = config.workers if config.worker_reduce else config.meta_batch_size
     chunk = min(EVALUATION_CHUNK, max(config.eval_episodes, config.val_tasks))
     needs = {  # bytes (float32) and what sets them
         3 * parameters * 4: f"{model_key}={getattr(config, model_key)} gives {parameters:,} parameters",

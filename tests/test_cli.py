@@ -161,6 +161,7 @@ BAD_TRAIN = [
     (["--workers", "30"], "workers (30) must be <= meta_batch_size (25)"),
     (["--mode", "asink"], "mode must be one of sync, async; got 'asink' (did you mean 'async'?)"),
     (["--worker-gpus", "-0.5"], "worker_gpus must be >= 0, got -0.5"),
+    (["--set", "worker_reduce=true", "--set", "aggregate=median"], "worker_reduce sums on the workers, so it needs aggregate=mean"),
     (["--worker-gpus", "1000"], "2 workers x 1000 GPU need 2000 GPUs; the Ray cluster has"),
     (["--worker-cpus", "64"], "2 workers x 64 CPU need 128 CPUs; the Ray cluster has"),
 ]

@@ -61,8 +61,8 @@ PATHS = {"compiled graph": [], "actor calls": ["compiled_graph=false"]}
 
 @pytest.mark.parametrize("path", PATHS.values(), ids=PATHS)
 def test_reducing_on_the_workers_gives_the_same_update(path):
-    per_task, _, _ = train(["workers=2", "worker_reduce=false", *path])
-    reduced, _, _ = train(["workers=2", *path])
+    per_task, _, _ = train(["workers=2", *path])
+    reduced, _, _ = train(["workers=2", "worker_reduce=true", *path])
     assert_relative(reduced, per_task)
 
 
@@ -131,7 +131,7 @@ def test_a_killed_parameter_server_is_replaced_and_no_step_is_lost(tmp_path, pat
 
 
 def test_non_finite_task_gradients_are_dropped_and_counted():
-    config = resolve(overrides=[*BASE, "workers=2", "worker_reduce=false"])
+    config = resolve(overrides=[*BASE, "workers=2"])
     setup = build(config)
     flat, opt_state, _ = setup.initial_state()
     group, first = reserve(config)
@@ -186,11 +186,10 @@ def test_few_shot_training_agrees_and_workers_share_the_dataset(glyph_file, algo
                 "filters=8", "split_by=group", "split_sizes=[2, 1, 1]", "rotations=true", "steps=3", "inner_lr=0.4"]
     # One thread, like each worker: float32 convolutions then sum in the same order (with
     # two threads the gradients differ by 1e-5 relative, and Adam magnifies that on the
-    # conv biases ahead of batch norm, whose true gradient is 0; for the same reason the
-    # workers ship per-task gradients, which the server sums in the single process's order).
+    # conv biases ahead of batch norm, whose true gradient is 0).
     reference, _, _ = train([*few_shot, "workers=0", "threads=1"])
     locations = []
-    params, _, _ = train([*few_shot, "workers=2", "worker_reduce=false"], hook=lambda trainer: locations.extend(trainer.worker_locations()))
+    params, _, _ = train([*few_shot, "workers=2"], hook=lambda trainer: locations.extend(trainer.worker_locations()))
     assert_relative(params, reference)
     # every worker maps the images from Ray's object store (read-only, zero-copy), never a copy of its own
     assert len(locations) == 6 and all(where["dataset_shared"] for where in locations)

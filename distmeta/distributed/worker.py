@@ -32,7 +32,7 @@ class MetaWorker:
     def compute(self, weights: np.ndarray, version: int, step: int, indices: list[int], dataset: tuple = ()):
         """(info, gradients) for tasks ``indices`` of meta-step ``step``, at weights ``version``.
 
-        Gradients are ``(T, P)`` float32, or when ``reduces_on_workers`` the triple
+        Gradients are ``(T, P)`` float32, or with ``worker_reduce`` the triple
         (sum over finite tasks, their count, all tasks) to save bandwidth.
 
         ``dataset``: empty, or a one-element tuple holding the object reference
@@ -48,7 +48,7 @@ class MetaWorker:
         grads, metrics = self.setup.task_gradients(params, step, indices)
         grads = grads.cpu()
         info = {"version": version, "metrics": {k: v.cpu().numpy() for k, v in metrics.items()}}
-        if self.config.reduces_on_workers:
+        if self.config.worker_reduce:
             mean, kept = aggregate(grads)
             grads = (mean.numpy() * int(kept.sum()), int(kept.sum()), len(kept))
             info["kept"] = kept.numpy()
