@@ -2,6 +2,7 @@
 
     python benchmarks/scaling.py            # the README table (about 5 minutes)
     python benchmarks/scaling.py --quick
+    python benchmarks/scaling.py --case "Conv4 5w1s q=15"   # again, for a median of runs
 
 Cases: Omniglot-shaped Conv4 MAML (5-way 1-shot, 15 queries per class,
 meta-batch 32, second order, random images) and sinusoid MAML (the shipped
@@ -63,6 +64,7 @@ def measure(overrides: list[str], steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--case", choices=list(CASES), help="one case only (e.g. to repeat Conv4 for a median)")
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     print(f"# {' '.join(['python', *sys.argv])}")
@@ -72,6 +74,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     fits = {}
     for case, overrides in CASES.items():
+        if args.case and case != args.case:
+            continue
         steps = (3 if args.quick else 8) if "Conv4" in case else (50 if args.quick else 300)
         results = {name: measure([*overrides, *extra], steps) for name, extra in RUNS.items()}
         one = results["1 worker"]["tasks_per_second"]
