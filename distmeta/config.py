@@ -111,7 +111,7 @@ class Config:
     mode: str = _key("sync", "sync: every step waits for all tasks; async: apply shards as they arrive", choices=MODES)
     max_staleness: int = _key(2, "async: recompute a gradient more than this many versions old", min=0)
     worker_reduce: bool = _key(False, "workers send the sum and count of their tasks, not per-task gradients "
-                               "(aggregate=mean; not bit-identical to one process)")
+                               "(aggregate=mean; changes float32 round-off)")
     compiled_graph: bool = _key(True, "sync mode: the server runs the steps over a Ray compiled graph of the "
                                 "workers (false: a round of actor calls per step)")
     placement_timeout: float = _key(0.0, "seconds to wait for an autoscaling cluster to make room for the workers "
