@@ -91,7 +91,7 @@ class ParameterServer:
     def run_steps(self, first: int, count: int) -> tuple[list, str | None]:
         """Sync steps ``first`` .. ``first + count - 1``: each step's (worker infos, stats), and why it stopped
         early (None; "timeout"; "workers lost": a worker Ray could not restart, for the driver to replace;
-        "skipped": a call queued behind one that stopped early).
+        "graph failed: ...": any other error; "skipped": a call queued behind one that stopped early).
 
         A worker that dies mid-step costs a new graph over its restarted actor
         and the step redone from the same seeds: the run stays exact.
@@ -114,6 +114,9 @@ class ParameterServer:
                 if failures > MAX_GRAPH_FAILURES:
                     return results, "workers lost"
                 continue
+            except Exception as err:  # the graph itself, or a worker's own error: the driver goes on with actor calls
+                self._teardown()
+                return results, f"graph failed: {type(err).__name__}: {err}"
             # copies: a graph's numpy arrays are views of its channels, which stay blocked while a view lives
             infos = copy.deepcopy([info for info, _ in outputs])
             self.idle = IDLE_SHARE * min(info["compute_time"] for info in infos)

@@ -106,10 +106,7 @@ class DistributedTrainer:
             if self.config.mode == "async":
                 return self._async_step()
             if self.compiled:
-                try:
-                    return self._graph_steps(until)
-                except ray.exceptions.RayTaskError as err:
-                    self._fall_back(err)
+                return self._graph_steps(until)
             return self._pop_ready() if self.ready else self._sync_step()
         except ray.exceptions.RayActorError:
             if self._server_alive():
@@ -152,17 +149,19 @@ class DistributedTrainer:
                 self._settle()  # the chunk queued behind this one stops at once
                 self._replace_dead_workers()
                 self._use_workers()
+            elif stopped and stopped.startswith("graph failed"):
+                self._fall_back(stopped)
+                return self._pop_ready() if self.ready else self._sync_step()
         while len(self.chunks) < 2 and self._next_to_run() < until:
             self._run_chunk(until)
         return self._pop_ready()
 
-    def _fall_back(self, err: Exception) -> None:
-        """The graph itself failed (as it can over a worker restarted after its node was lost, Ray 2.60): the
-        run goes on with actor calls from the server's step; a worker's own error recurs there and ends it."""
-        print(f"distmeta: the compiled graph failed ({type(err).__name__}); continuing with actor calls",
-              file=sys.stderr)
+    def _fall_back(self, why: str) -> None:
+        """The graph failed (as it can over a worker restarted after its node was lost, Ray 2.60): the run goes
+        on with actor calls from the server's step; a worker's own error recurs there and ends the run."""
+        print(f"distmeta: {why.splitlines()[0][:200]}; continuing with actor calls", file=sys.stderr)
         self.compiled = False
-        self.chunks.clear()
+        self._settle()  # calls queued behind the failed one are skipped
         self._replace_dead_workers()
         ray.get(self.server.use_workers.remote([], []))  # tears the graph down
         self.weights = self.server.weights.remote()
