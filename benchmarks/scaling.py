@@ -10,9 +10,10 @@ default: meta-batch 25). Each worker gets one CPU and one torch thread; the
 single-process trainer is shown with 1 and 2 threads. The Ray paths: the
 parameter server runs the steps over a compiled graph (the default) with
 workers sending one summed gradient each (``worker_reduce``) or per-task
-gradients (the default), and the actor-call path (``compiled_graph=false``). Figures are medians over meta-steps measured in one run,
-side by side; tasks/s is the driver's wall clock over the same steps. A model
-fitted to them extrapolates to 8 and 64 workers.
+gradients (the default), and the actor-call path (``compiled_graph=false``).
+Figures are medians over meta-steps measured in one run, side by side; tasks/s
+is the driver's wall clock over the same steps. A model fitted to them
+extrapolates to 8 and 64 workers.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def measure(overrides: list[str], steps: int) -> dict:
     median = {k: statistics.median(s[k] for s in samples) for k in samples[0] if isinstance(samples[0][k], (int, float))}
     median["tasks_per_second"] = config.meta_batch_size / wall  # the driver's wall clock, all overheads in
     median["batch"] = config.meta_batch_size
-    median["gradient_mb"] = config.meta_batch_size * sum(p.numel() for p in trainer.setup.initial_meta_params().values()) * 4 / 1e6
     return median
 
 

@@ -79,7 +79,7 @@ class DistributedTrainer:
         self.inflight: dict = {}  # async: info ref -> (worker index, gradients ref, chunk)
         self.chunks: deque = deque()  # compiled: the server's run_steps calls in flight, (reference, steps)
         self.ready: deque = deque()  # compiled: steps the server ran that meta_step has not returned yet
-        self.last_step_seconds = None
+        self.last_step_seconds = None  # compiled: the last returned step's time on the server, sizes chunks
         if self.compiled:
             self._use_workers()
         self.next_chunk = self.step  # async: the next chunk of tasks to hand out
@@ -151,7 +151,7 @@ class DistributedTrainer:
                 self._use_workers()
             elif stopped and stopped.startswith("graph failed"):
                 self._fall_back(stopped)
-                return self._pop_ready() if self.ready else self._sync_step()
+                return self.meta_step(until)
         while len(self.chunks) < 2 and self._next_to_run() < until:
             self._run_chunk(until)
         return self._pop_ready()
@@ -177,14 +177,9 @@ class DistributedTrainer:
     def _run_chunk(self, until: int) -> None:
         """Ask the server for about ``CHUNK_SECONDS`` of steps after those it has been asked for."""
         first = self._next_to_run()
-        size = max(1, round(CHUNK_SECONDS / self.step_seconds)) if self.step_seconds else 1
+        size = max(1, round(CHUNK_SECONDS / self.last_step_seconds)) if self.last_step_seconds else 1
         size = min(size, until - first)
         self.chunks.append((self.server.run_steps.remote(first, size), size))
-
-    @property
-    def step_seconds(self) -> float | None:
-        """The last step's time on the server (None before the first)."""
-        return self.ready[-1][1]["step_time"] if self.ready else self.last_step_seconds
 
     def _chunk_timeout(self) -> float:
         return self.config.step_timeout * (self._next_to_run() - self.step + 1)

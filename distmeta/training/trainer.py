@@ -26,6 +26,8 @@ from distmeta.training.evaluation import Summary, evaluate_all
 class MetaTrainer:
     """``dataset``: the few-shot images already in memory (else read from the config's file)."""
 
+    running_ahead = False  # one process never runs a step before it is asked for
+
     def __init__(self, config: Config, checkpoint: Checkpoint | None = None, dataset=None):
         self.config = config
         self.setup = build(config, dataset=dataset)
@@ -37,8 +39,6 @@ class MetaTrainer:
     @property
     def meta_params(self) -> dict[str, torch.Tensor]:
         return unflatten(self.flat, self.spec)
-
-    running_ahead = False  # one process never runs a step before it is asked for
 
     def meta_step(self, until: int | None = None) -> dict[str, float]:
         """One outer step; returns its metrics (task means, timing, dropped tasks). ``until``: see
