@@ -168,6 +168,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    args.ray_connected_before = _ray_connected()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         commands = {"train": _train, "tune": _tune, "submit": _submit, "jobs": _jobs, "cluster": _cluster,
@@ -190,6 +191,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("distmeta: interrupted", file=sys.stderr)
         return 130
+
+
+def _ray_connected() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _disconnect(args) -> None:
+    """Leave Ray before printing results: a message Ray forwards from the cluster must not follow --json's line.
+    A caller's own Ray session (``main`` called in a process already connected) is left alone."""
+    if not args.ray_connected_before and _ray_connected():
+        sys.modules["ray"].shutdown()
 
 
 def _readable(err: Exception, limit: int = 500) -> str:
@@ -225,6 +237,7 @@ def _train(args) -> int:
 
     result = train(config, args.output, args.resume, args.tracking_uri, progress=not args.json or sys.stderr.isatty(),
                    address=args.address)
+    _disconnect(args)
     test = result["test"]
     print(f"{_results('held-out ', result.get('test_all', {'': test}), _adaptation(config.algorithm, config.test_inner_steps))} "
           f"(95% CI, {test['episodes']} tasks); {result['steps']} steps in {result['seconds']:.0f} s, "
@@ -249,6 +262,7 @@ def _tune(args) -> int:
     from distmeta.tuning.tuner import tune_run
 
     result = tune_run(spec, output, args.resume, args.address, args.tracking_uri, args.name, progress=not args.json)
+    _disconnect(args)
     print(f"\n{result['trials']} trials ({result['stopped_early']} stopped early) in {result['seconds']:.0f} s; the best:")
     print(result["table"])
     print(f"best {result['metric']} {result['value']:.4f}: {result['best_config']}")
@@ -404,6 +418,7 @@ def _generate(args) -> int:
     result = generate(args.meta_model, args.support, steps=args.steps, name=args.name, name_per_task=args.name_per_task,
                       parallel=args.parallel, address=args.address, tracking_uri=args.tracking_uri,
                       batch_norm=args.batch_norm)
+    _disconnect(args)
     for model in result["models"]:
         fit = ", ".join(f"{k} {v:.4g}" for k, v in model["support_fit"].items())
         print(f"registered {model['model_uri']}: task {model['task']}, {model['support_size']} examples, support {fit}")

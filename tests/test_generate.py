@@ -194,11 +194,13 @@ def test_many_tasks_are_adapted_on_ray_and_registered_per_task(glyph_meta, tmp_p
     write_task(tmp_path / "tasks" / "first", range(30, 33), per_class=2)
     write_task(tmp_path / "tasks" / "second", range(35, 40), per_class=1)
     import ray
+    from ray.util.state import list_tasks
 
     try:
+        ray.init(num_cpus=2, logging_level="ERROR")
         code, result = cli(capsys, "generate", "--meta-model", out, "--support", tmp_path / "tasks", "--name", "batch",
                            "--name-per-task", "--parallel", "2", "--tracking-uri", tracking_uri, "--json")
-        assert ray.is_initialized()  # the tasks went through Ray
+        assert list_tasks(filters=[("name", "=", "adapt_support")])  # the tasks went through Ray
     finally:
         ray.shutdown()
     assert code == 0

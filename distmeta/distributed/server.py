@@ -135,6 +135,10 @@ class ParameterServer:
                 self.graph = MultiOutputNode(outputs).experimental_compile()
         return self.graph
 
+    def stop(self) -> None:
+        """End the graph's loops on the workers, so that killing them afterwards interrupts nothing."""
+        self._teardown()
+
     def _teardown(self) -> None:
         if self.graph is not None:
             self.graph.teardown()

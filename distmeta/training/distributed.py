@@ -42,6 +42,7 @@ from distmeta.tasks import load_training_data
 from distmeta.training.trainer import MetaTrainer, step_summary
 
 CHUNK_SECONDS = 0.1  # compiled path: about this much work per server call, so the progress bar still moves
+STOP_SECONDS = 10  # for the server to end its graph at close, behind any chunk still queued
 
 
 class DistributedTrainer:
@@ -299,6 +300,11 @@ class DistributedTrainer:
         return [where(w) for w in self.workers]
 
     def close(self) -> None:
+        if self.compiled:
+            try:
+                ray.get(self.server.stop.remote(), timeout=STOP_SECONDS)
+            except ray.exceptions.RayError:
+                pass  # a dead or stuck server: the kills below end the graph's loops too
         for actor in [self.server, *self.workers]:
             ray.kill(actor)
         release(self.group, self.first_bundle)
