@@ -6,7 +6,9 @@
 
 Cases: Omniglot-shaped Conv4 MAML (5-way 1-shot, 15 queries per class,
 meta-batch 32, second order, random images) and sinusoid MAML (the shipped
-default: meta-batch 25). Each worker gets one CPU and one torch thread; the
+default: meta-batch 25), and RL^2 with PPO on tabular MDPs (10 states, 5
+actions, 10 episodes of 10 steps, a 64-unit GRU, 128 trials a step (the shipped config): a task is a
+trial replayed, so new trials/s are tasks/s over ppo_epochs). Each worker gets one CPU and one torch thread; the
 single-process trainer is shown with 1 and 2 threads. The Ray paths: the
 parameter server runs the steps over a compiled graph (the default) with
 workers sending one summed gradient each (``worker_reduce``) or per-task
@@ -33,7 +35,9 @@ from distmeta.training.distributed import DistributedTrainer
 CASES = {
     "Conv4 5w1s q=15": ["task=random_episodes", "ways=5", "shots=1", "queries=15", "meta_batch_size=32", "inner_lr=0.4"],
     "sinusoid MLP": ["task=sinusoid", "meta_batch_size=25"],
+    "RL^2 MDP PPO, GRU 64": ["algorithm=rl2", "task=tabular_mdp", "hidden=[64]", "meta_batch_size=128", "policy_loss=ppo"],
 }
+SLOW = ("Conv4 5w1s q=15", "RL^2 MDP PPO, GRU 64")  # seconds a step: fewer steps
 RUNS = {
     "single process, 1 thread": ["workers=0", "threads=1"],
     "single process, 2 threads": ["workers=0", "threads=2"],
@@ -76,7 +80,7 @@ def main() -> None:
     for case, overrides in CASES.items():
         if args.case and case != args.case:
             continue
-        steps = (3 if args.quick else 8) if "Conv4" in case else (50 if args.quick else 300)
+        steps = (3 if args.quick else 8) if case in SLOW else (50 if args.quick else 300)
         results = {name: measure([*overrides, *extra], steps) for name, extra in RUNS.items()}
         one = results["1 worker"]["tasks_per_second"]
         single = results["single process, 1 thread"]["tasks_per_second"]

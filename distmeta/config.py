@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+POLICY_LOSSES = ("a2c", "ppo")
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile", "pretrain", "protonet", "matchingnet", "bmaml", "emaml", "rl2")
 BATCH_NORM = ("transductive", "frozen")  # which statistics normalise queries: their batch's, or the support set's
 QUERY_LOSS = ("maml", "fomaml", "metasgd", "protonet", "matchingnet")  # meta-gradient: the query loss after adapting
@@ -95,6 +96,13 @@ class Config:
     gae_lambda: float = _key(0.3, "rl2: GAE lambda", min=0)
     entropy_coef: float = _key(0.01, "rl2: entropy bonus weight", min=0)
     value_coef: float = _key(0.5, "rl2: value-loss weight", min=0)
+    policy_loss: str = _key("a2c", "rl2: the outer objective, a2c (one gradient per trial) or ppo (clipped surrogate, "
+                            "several epochs over each iteration's trials)", choices=POLICY_LOSSES)
+    ppo_epochs: int = _key(4, "rl2 ppo: epochs over each iteration's trials", min=1, max=MAX_STEPS)
+    ppo_minibatches: int = _key(4, "rl2 ppo: minibatches of meta_batch_size trials per epoch (an iteration plays "
+                                "ppo_minibatches x meta_batch_size trials and takes ppo_epochs x ppo_minibatches steps)",
+                                min=1, max=MAX_STEPS)
+    ppo_clip: float = _key(0.2, "rl2 ppo: probability-ratio clip", positive=True, max=1)
     # Outer loop.
     steps: int = _key(20000, "meta-training steps", min=1)
     minutes: float = _key(0.0, "stop meta-training after this many minutes, even before `steps` (0: no limit)", min=0)

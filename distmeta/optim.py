@@ -68,6 +68,21 @@ def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, sched
     return Optimizer(init, update)
 
 
+def refreshing(optimizer: Optimizer, every: int) -> Optimizer:
+    """``optimizer`` over params laid out as [policy, behaviour copy], the copy set to the policy after every
+    ``every``-th update: RL^2's PPO, whose behaviour policy gets zero gradients, which leave it unchanged
+    under SGD and Adam alike (zero moments, zero step)."""
+
+    def update(grad, state, params):
+        params, state = optimizer.update(grad, state, params)
+        if state["count"].item() % every == 0:
+            half = len(params) // 2
+            params = torch.cat([params[:half], params[:half]])
+        return params, state
+
+    return Optimizer(optimizer.init, update)
+
+
 def make_optimizer(name: str, lr: float, schedule: str = "constant", total_steps: int = 1) -> Optimizer:
     factor = cosine(total_steps) if schedule == "cosine" else constant
     return {"adam": adam, "sgd": sgd}[name](lr, schedule=factor)

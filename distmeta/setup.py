@@ -16,7 +16,7 @@ from distmeta.config import REGRESSION, REINFORCEMENT, Config, ConfigError
 from distmeta.data.dataset import ImageDataset
 from distmeta.models import MLP, RecurrentPolicy, apply_fn, init_params, make_model, policy_inputs
 from distmeta.resources import gib, machine_memory
-from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer
+from distmeta.optim import FlatSpec, Optimizer, flatten, flatten_tasks, make_optimizer, refreshing
 from distmeta.tasks import TEST, TRAIN, VALIDATION, RandomEpisodes, make_tasks, task_seed
 
 
@@ -67,7 +67,8 @@ class Setup(NamedTuple):
         The single-process trainer asks for every index of a meta-step, a
         worker for its shard; the tasks are the same either way.
         """
-        seeds = [task_seed(self.config.seed, TRAIN, step, i) for i in indices]
+        task_of = self.algorithm.task_of or (lambda step, index: (step, index))
+        seeds = [task_seed(self.config.seed, TRAIN, *task_of(step, i)) for i in indices]
         device = next(iter(meta_params.values())).device
         batch = self.tasks.sample_batch(seeds).to(device)
         grads, metrics = meta_gradients(self.algorithm, meta_params, batch, self.execution)
@@ -215,7 +216,10 @@ def adapt_support(config: Config, input_shape, meta_params: dict, support_x, sup
 
 
 def outer_optimizer(config: Config) -> Optimizer:
-    return make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
+    optimizer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_lr_schedule, config.steps)
+    if config.algorithm == "rl2" and config.policy_loss == "ppo":  # meta-params: [policy, behaviour policy]
+        return refreshing(optimizer, config.ppo_epochs * config.ppo_minibatches)
+    return optimizer
 
 
 def choose_execution(requested: str, model: nn.Module, device: str = "cpu") -> str:

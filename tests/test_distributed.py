@@ -199,7 +199,9 @@ def test_few_shot_training_agrees_and_workers_share_the_dataset(glyph_file, algo
     ["algorithm=emaml", "task=noisy_sinusoid", "particles=3"],
     ["algorithm=rl2", "task=bandit", "arms=4", "pulls=8", "hidden=[16]"],
     ["algorithm=rl2", "task=tabular_mdp", "states=3", "actions=2", "horizon=4", "episodes=3", "hidden=[16]"],
-], ids=["bmaml", "emaml", "rl2-bandit", "rl2-mdp"])
+    ["algorithm=rl2", "task=tabular_mdp", "states=3", "actions=2", "horizon=4", "episodes=3", "hidden=[16]",
+     "policy_loss=ppo", "ppo_epochs=2", "ppo_minibatches=2"],  # 5 steps: into the second iteration
+], ids=["bmaml", "emaml", "rl2-bandit", "rl2-mdp", "rl2-mdp-ppo"])
 def test_particles_and_policies_train_unchanged_on_workers(overrides):
     """Stacked particles and policy gradients are per-task meta-gradients like any other: 2 workers = 1 process."""
     reference, _, _ = train([*overrides, "workers=0", "steps=5"])

@@ -5,7 +5,8 @@ import torch
 
 from distmeta import MetaTrainer, resolve
 from distmeta.algorithms import meta_gradients, rl2
-from distmeta.algorithms.rl2 import advantages, rollout
+from distmeta.algorithms.rl2 import BEHAVIOUR, advantages, ppo_task, rollout
+from distmeta.checkpoint import load_checkpoint
 from distmeta.models.recurrent import policy_inputs
 from distmeta.models import RecurrentPolicy, apply_fn, init_params
 from distmeta.tasks import TEST, Bandits, TabularMDPs, task_seeds
@@ -94,10 +95,79 @@ def test_policy_gradient_matches_finite_differences(env):
     assert metrics["loss"].item() == pytest.approx(loss(0.0), rel=1e-12)
 
 
-def test_vmap_equals_loop_for_policy_gradients():
+def ppo_params(params, spread=0.3):
+    """PPO's meta-params with a behaviour policy away from the policy, so some probability ratios are clipped."""
+    gen = torch.Generator().manual_seed(2)
+    return {**params, **{BEHAVIOUR + k: v + spread * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                         for k, v in params.items()}}
+
+
+def test_ppo_gradient_matches_finite_differences():
+    """The clipped surrogate's gradient in float64, on a trial played by another (behaviour) policy, some ratios
+    clipped; the behaviour policy gets exactly zero gradient."""
+    env = TabularMDPs(3, 2, 3, 2)
+    apply, params = policy(env)
+    algorithm = rl2(apply, env, discount=0.9, gae_lambda=0.5, entropy_coef=0.01, value_coef=0.5, objective="ppo", clip=0.1)
+    meta_params, trial = ppo_params(params), as_double(env.sample(4))
+    grads, _ = algorithm.task_grad(meta_params, trial)
+    assert all(torch.count_nonzero(grads[k]) == 0 for k in meta_params if k.startswith(BEHAVIOUR))
+    behaviour = {k: meta_params[BEHAVIOUR + k] for k in params}
+    ratios = (rollout(apply, env, params, trial).log_probs - rollout(apply, env, behaviour, trial).log_probs).exp()
+    assert ((ratios - 1).abs() > 0.1).any() and ((ratios - 1).abs() < 0.1).any()  # clipped and unclipped steps
+
+    direction = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=v.dtype) for k, v in params.items()}
+
+    def loss(eps):
+        moved = {**meta_params, **{k: v + eps * direction[k] for k, v in params.items()}}
+        return algorithm.task_grad(moved, trial)[1]["loss"].item()
+
+    eps = 1e-6
+    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+    analytic = sum((grads[k] * direction[k]).sum() for k in params).item()
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+
+
+def test_ppo_revisits_each_iterations_trials_once_per_epoch():
+    task_of = ppo_task(seed=3, batch=4, epochs=3, minibatches=2)
+    for iteration in range(2):
+        for epoch in range(3):
+            steps = [iteration * 6 + epoch * 2 + m for m in range(2)]
+            drawn = [task_of(step, i) for step in steps for i in range(4)]
+            assert sorted(drawn) == [(iteration, j) for j in range(8)]  # every trial of the iteration, once
+    assert [task_of(0, i) for i in range(4)] != [task_of(2, i) for i in range(4)]  # epochs reshuffle
+
+
+PPO = ["algorithm=rl2", "task=bandit", "hidden=[8]", "meta_batch_size=4", "workers=0", "policy_loss=ppo",
+       "ppo_epochs=2", "ppo_minibatches=2", "steps=9"]  # 4 steps an iteration
+
+
+def test_ppo_behaviour_policy_is_the_policy_of_each_iterations_first_step():
+    trainer = MetaTrainer(resolve(overrides=PPO))
+    half = len(trainer.flat) // 2
+    for step in range(9):
+        assert torch.equal(trainer.flat[:half], trainer.flat[half:]) == (step % 4 == 0)
+        trainer.meta_step()
+
+
+def test_ppo_resumed_mid_iteration_gives_the_uninterrupted_parameters(tmp_path):
+    config = resolve(overrides=PPO)
+    whole, first = MetaTrainer(config), MetaTrainer(config)
+    for _ in range(6):
+        whole.meta_step()
+    for _ in range(3):  # stop inside the first iteration: the behaviour policy is not the policy
+        first.meta_step()
+    resumed = MetaTrainer(config, load_checkpoint(first.save(str(tmp_path))))
+    for _ in range(3):
+        resumed.meta_step()
+    assert torch.equal(resumed.flat, whole.flat)
+
+
+@pytest.mark.parametrize("objective", ["a2c", "ppo"])
+def test_vmap_equals_loop_for_policy_gradients(objective):
     env = Bandits(4, 8)
     apply, params = policy(env)
-    algorithm = rl2(apply, env, discount=0.99, gae_lambda=0.3, entropy_coef=0.01, value_coef=0.5)
+    algorithm = rl2(apply, env, discount=0.99, gae_lambda=0.3, entropy_coef=0.01, value_coef=0.5, objective=objective)
+    params = ppo_params(params) if objective == "ppo" else params
     batch = as_double(env.sample_batch(list(range(5))))
     by_vmap, by_loop = meta_gradients(algorithm, params, batch, "vmap"), meta_gradients(algorithm, params, batch, "loop")
     for part in (0, 1):

@@ -10,7 +10,7 @@ from distmeta.algorithms.metasgd import metasgd
 from distmeta.algorithms.pretrain import pretrain
 from distmeta.algorithms.protonet import protonet
 from distmeta.algorithms.reptile import reptile
-from distmeta.algorithms.rl2 import rl2
+from distmeta.algorithms.rl2 import ppo_task, rl2
 
 REGISTRY = {"maml": maml, "fomaml": fomaml, "metasgd": metasgd, "reptile": reptile, "pretrain": pretrain,
             "protonet": protonet, "matchingnet": matchingnet, "bmaml": bmaml, "emaml": emaml, "rl2": rl2}
@@ -25,7 +25,10 @@ def make_algorithm(config, apply, tasks_spec, fresh=None) -> Algorithm:
     (Bayesian and ensemble MAML start each particle from its own).
     """
     if config.algorithm == "rl2":
-        return rl2(apply, tasks_spec, config.discount, config.gae_lambda, config.entropy_coef, config.value_coef)
+        task_of = (ppo_task(config.seed, config.meta_batch_size, config.ppo_epochs, config.ppo_minibatches)
+                   if config.policy_loss == "ppo" else None)
+        return rl2(apply, tasks_spec, config.discount, config.gae_lambda, config.entropy_coef, config.value_coef,
+                   config.policy_loss, config.ppo_clip, task_of)
     extra = {}
     if config.algorithm in ("bmaml", "emaml"):
         extra = {"particles": config.particles, "fresh": fresh}

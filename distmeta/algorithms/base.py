@@ -15,7 +15,10 @@ An algorithm is three pure functions over dicts of tensors:
 - optionally ``score(meta_params, task, steps) -> metrics``: how well the
   learner does on a new task after adapting, when that is not "adapt, then
   predict the query set" (RL^2 plays a trial; its adaptation is a hidden
-  state, so it has no ``adapt`` or ``predict``).
+  state, so it has no ``adapt`` or ``predict``);
+- optionally ``task_of(step, index) -> (step, index)``: whose seed draws the
+  task of a step's index-th gradient, for an outer loop that revisits tasks
+  (RL^2's PPO epochs); by default each step draws new ones.
 
 ``meta_gradients`` runs ``task_grad`` over a batch of tasks and returns every
 tensor with a leading task dimension, so callers can shard, drop and average
@@ -55,6 +58,7 @@ class Algorithm(NamedTuple):
     adapt: Callable | None
     predict: Callable | None
     score: Callable | None = None
+    task_of: Callable | None = None
 
 
 def with_support_statistics(model, task_params: Params, support_x) -> Params:
