@@ -1,10 +1,12 @@
 """RL^2 against every baseline on the same held-out trials: the README's tables.
 
-    python benchmarks/rl2.py --jobs 2                       # every configs/bandit_rl2_*.yaml and tabular_mdp_rl2.yaml
+    python benchmarks/rl2.py --jobs 2                       # every configs/bandit_rl2_*.yaml and tabular_mdp_rl2*.yaml
     python benchmarks/rl2.py configs/bandit_rl2_k5_n10.yaml
+    python benchmarks/rl2.py configs/tabular_mdp_rl2_ppo.yaml --jobs 1 --workers 2   # on 2 Ray workers
+    python benchmarks/rl2.py configs/tabular_mdp_rl2_ppo.yaml --baselines-only 10 25 50
 
 Each config trains as `distmeta train --config FILE --workers 0 --json` (one
-intra-op thread per job) and is meta-tested on its `eval_episodes` test
+intra-op thread per job; `--workers N` for N Ray workers) and is meta-tested on its `eval_episodes` test
 trials. The baselines play exactly those trials (the same arms, the same
 reward draws): random, greedy, epsilon-greedy, UCB1, Thompson sampling and
 the finite-horizon Gittins index for bandits; random, greedy (acting on the
@@ -27,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = [round(0.1 * i, 1) for i in range(11)]
 
 
-def baselines(config_path: Path) -> dict:
+def baselines(config_path: Path, overrides: list[str] = ()) -> dict:
     """Mean total reward per trial of every baseline on the config's test trials (tuned on its validation trials)."""
     from distmeta.config import resolve
     from distmeta.tasks import TEST, VALIDATION, make_tasks, task_seeds
     from distmeta.tasks.baselines import BANDIT_BASELINES, MDP_BASELINES, play_bandit, play_mdp
 
-    config = resolve(config_path)
+    config = resolve(config_path, overrides)
     env = make_tasks(config)
     trials = lambda split: env.sample_batch(task_seeds(config.seed, split, 0, config.eval_episodes))
     if config.task == "tabular_mdp":
@@ -49,15 +51,24 @@ def baselines(config_path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = sorted((ROOT / "configs").glob("bandit_rl2_*.yaml")) + [ROOT / "configs" / "tabular_mdp_rl2.yaml"]
+    default = [*sorted((ROOT / "configs").glob("bandit_rl2_*.yaml")), *sorted((ROOT / "configs").glob("tabular_mdp_rl2*.yaml"))]
     parser.add_argument("configs", nargs="*", type=Path, default=default)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="Ray workers per job (0: one process)")
+    parser.add_argument("--baselines-only", type=int, nargs="+", metavar="EPISODES",
+                        help="train nothing: the MDP baselines of each config with these episodes per trial")
     args = parser.parse_args()
     header(args.jobs)
+    if args.baselines_only:
+        print("| config | episodes n | random | greedy | PSRL | oracle (knows the MDP) |\n|---|---|---|---|---|---|")
+        for config, n in ((c, n) for c in args.configs for n in args.baselines_only):
+            cells = " | ".join(f"{v:.1f}" for v in baselines(config, [f"episodes={n}"]).values())
+            print(f"| {config.name} | {n} | {cells} |")
+        return
     tables = {"bandit": [], "tabular_mdp": []}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         create_store(Path(tmp))
-        for config, result in zip(args.configs, pool.map(lambda c: train(c, Path(tmp), c.stem), args.configs)):
+        for config, result in zip(args.configs, pool.map(lambda c: train(c, Path(tmp), c.stem, workers=args.workers), args.configs)):
             tables[result_kind(config)].append(row(config, result, baselines(config)))
     columns = {"bandit": ["random", "greedy", "epsilon-greedy", "UCB1", "Thompson", "Gittins", "RL^2", "RL^2 / Gittins"],
                "tabular_mdp": ["random", "greedy", "PSRL", "oracle (knows the MDP)", "RL^2", "RL^2 / oracle"]}

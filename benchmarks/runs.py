@@ -31,11 +31,12 @@ def create_store(workdir: Path) -> None:
     mlflow.MlflowClient(store(workdir)).search_experiments()
 
 
-def train(config: Path, workdir: Path, name: str, sets: list[str] = ()) -> dict:
+def train(config: Path, workdir: Path, name: str, sets: list[str] = (), workers: int = 0) -> dict:
     """`distmeta train --config CONFIG --workers 0 --json` with one intra-op thread (so jobs share cores
-    without contention) and ``--set`` overrides; its JSON result plus the wall time of the whole command."""
+    without contention) and ``--set`` overrides; its JSON result plus the wall time of the whole command.
+    ``workers``: Ray workers instead of one process (one core each)."""
     start = time.perf_counter()
-    command = ["distmeta", "train", "--config", str(config), "--workers", "0", "--set", "threads=1",
+    command = ["distmeta", "train", "--config", str(config), "--workers", str(workers), "--set", "threads=1",
                "--output", str(workdir / name), "--json", *[arg for s in sets for arg in ("--set", s)]]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=workdir,
                           env={**os.environ, "MLFLOW_TRACKING_URI": store(workdir)})
