@@ -71,7 +71,8 @@ def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, sched
 def refreshing(optimizer: Optimizer, every: int) -> Optimizer:
     """``optimizer`` over params laid out as [policy, behaviour copy], the copy set to the policy after every
     ``every``-th update: RL^2's PPO, whose behaviour policy gets zero gradients, which leave it unchanged
-    under SGD and Adam alike (zero moments, zero step)."""
+    under SGD and Adam alike (zero moments, zero step). It counts updates: a step that dropped every task
+    applies none, and so moves the refresh one step past its iteration's start (alike in every process)."""
 
     def update(grad, state, params):
         params, state = optimizer.update(grad, state, params)

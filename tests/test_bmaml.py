@@ -160,14 +160,14 @@ def test_noisy_sinusoid_follows_the_bmaml_setting():
 
 
 def test_bmaml_beats_ensemble_maml_on_held_out_likelihood():
-    """Same particles (5), likelihood, inner step and budget (3000 meta-steps, about 80 s for both); BMAML's
+    """Same particles (5), likelihood, inner step and budget (2000 meta-steps, about 55 s for both); BMAML's
     held-out NLL is lower, paired over the same 300 new sines, and its 95% interval covers most held-out points."""
     from distmeta import MetaTrainer, resolve
     from distmeta.tasks import VALIDATION
     from distmeta.training.evaluation import adapted_metrics
 
     common = ["task=noisy_sinusoid", "shots=10", "queries=10", "particles=5", "inner_lr=0.01", "inner_steps=1",
-              "meta_batch_size=10", "steps=3000", "workers=0", "seed=0"]
+              "meta_batch_size=10", "steps=2000", "workers=0", "seed=0"]
     results = {}
     for algorithm in ("bmaml", "emaml"):
         trainer = MetaTrainer(resolve(overrides=[f"algorithm={algorithm}", *common]))
@@ -177,6 +177,6 @@ def test_bmaml_beats_ensemble_maml_on_held_out_likelihood():
         results[algorithm] = adapted_metrics(trainer.setup, trainer.meta_params, tasks, steps=10)
     gain = results["emaml"]["nll"] - results["bmaml"]["nll"]
     margin = gain.mean() - 1.96 * gain.std() / gain.numel() ** 0.5
-    assert margin > 0.05  # measured: 0.21 nats lower NLL (1.95 -> 1.74), 95% lower bound 0.14 (at 1500 steps: 0.14, 0.07)
+    assert margin > 0.05  # measured: 0.22 nats lower NLL, 95% lower bound 0.15 (at 3000 steps 0.21, 0.14; 1500: 0.14, 0.07)
     coverage = results["bmaml"]["coverage95"].mean().item()
-    assert 0.7 < coverage < 0.99  # measured: 0.85
+    assert 0.7 < coverage < 0.99  # measured: 0.84
