@@ -30,6 +30,7 @@ Two outer objectives:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -66,10 +67,15 @@ def policy_step(apply, params, x, hidden):
     return F.log_softmax(logits, -1), value, hidden
 
 
+def initial_hidden(params, like: torch.Tensor) -> torch.Tensor:
+    """The GRU's memory at a trial's start: zeros, of ``like``'s dtype and device."""
+    return torch.zeros(params["hidden_gates.weight"].shape[1], dtype=like.dtype, device=like.device)
+
+
 def rollout(apply, env, params, trial) -> Rollout:
     """Play one trial: ``env.episodes_per_trial`` episodes of ``env.horizon`` steps, one hidden state throughout."""
     params = policy_params(params)
-    hidden = torch.zeros(params["hidden_gates.weight"].shape[1], dtype=trial[0].dtype, device=trial[0].device)
+    hidden = initial_hidden(params, trial[0])
     action = torch.zeros(env.actions, dtype=hidden.dtype, device=hidden.device)
     reward = done = torch.zeros(1, dtype=hidden.dtype, device=hidden.device)
     steps = []
@@ -88,7 +94,7 @@ def rollout(apply, env, params, trial) -> Rollout:
 
 def replay(apply, params, inputs: torch.Tensor, actions: torch.Tensor):
     """(log-probabilities of ``actions``, values, entropies) of ``params`` fed a played trial's ``inputs``."""
-    hidden = torch.zeros(params["hidden_gates.weight"].shape[1], dtype=inputs.dtype, device=inputs.device)
+    hidden = initial_hidden(params, inputs)
     steps = []
     for t in range(inputs.shape[0]):
         log_probs, value, hidden = policy_step(apply, params, inputs[t], hidden)
@@ -129,11 +135,14 @@ def ppo_task(seed: int, batch: int, epochs: int, minibatches: int):
     minibatches."""
     per_iteration = epochs * minibatches
 
+    @functools.lru_cache(maxsize=1)  # a step asks once per task index, all of one (iteration, epoch)
+    def shuffle(iteration: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, iteration, epoch]).permutation(batch * minibatches)
+
     def task_of(step: int, index: int) -> tuple[int, int]:
         iteration, within = divmod(step, per_iteration)
         epoch, minibatch = divmod(within, minibatches)
-        order = np.random.default_rng([seed, iteration, epoch]).permutation(batch * minibatches)
-        return iteration, int(order[minibatch * batch + index])
+        return iteration, int(shuffle(iteration, epoch)[minibatch * batch + index])
 
     return task_of
 

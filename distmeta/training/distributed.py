@@ -164,7 +164,7 @@ class DistributedTrainer:
         self.compiled = False
         self._settle()  # calls queued behind the failed one are skipped
         self._replace_dead_workers()
-        ray.get(self.server.use_workers.remote([], []))  # tears the graph down
+        ray.get(self.server.stop.remote())
         self.weights = self.server.weights.remote()
 
     def _pop_ready(self) -> dict[str, float]:
